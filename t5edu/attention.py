@@ -1,0 +1,216 @@
+"""Scaled dot-product attention, the reference every faster backend must equal (chapter 1).
+
+B batch, H heads, Tq/Tk query/key length, Dh head dim, D d_model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"shape {tuple(t.shape)} and dtype {t.dtype}"
+
+
+def check_attention_inputs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> None:
+    """Validate the attention contract shared by every backend.
+
+    Raises:
+        ValueError: naming the argument, the shape received and the shape expected, when q, k, v
+            are not 4-D `(batch, heads, len, head_dim)` with matching batch, heads and head dims,
+            when `bias` cannot broadcast to `(batch, heads, q_len, k_len)` (each of its trailing
+            dims must be 1 or equal, it has 2 to 4 dims), or when `attention_mask` is not a bool or
+            integer `(batch, k_len)` tensor.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be (batch, heads, len, head_dim); got {_describe(t)}")
+    b, h, tq, d = q.shape
+    if k.shape[:2] != (b, h) or k.shape[-1] != d:
+        raise ValueError(
+            f"k must be (batch={b}, heads={h}, k_len, head_dim={d}) to match q; got shape "
+            f"{tuple(k.shape)} (q has shape {tuple(q.shape)})"
+        )
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(
+            f"v must be (batch, heads, k_len) = {tuple(k.shape[:3])} like k; got shape "
+            f"{tuple(v.shape)}"
+        )
+    tk = k.shape[2]
+    if bias is not None:
+        full = (b, h, tq, tk)
+        ok = 2 <= bias.dim() <= 4 and all(
+            s in (1, f) for s, f in zip(bias.shape[::-1], full[::-1], strict=False)
+        )
+        if not ok:
+            raise ValueError(
+                f"bias must broadcast to (batch, heads, q_len, k_len) = {full} (each dim 1 or "
+                f"equal, 2 to 4 dims); got shape {tuple(bias.shape)}"
+            )
+    if attention_mask is not None:
+        if attention_mask.shape != (b, tk):
+            raise ValueError(
+                f"attention_mask must be (batch, k_len) = {(b, tk)} with 1/True for keys to "
+                f"attend to; got shape {tuple(attention_mask.shape)}"
+            )
+        if attention_mask.dtype.is_floating_point or attention_mask.dtype.is_complex:
+            raise ValueError(
+                f"attention_mask must be bool or an integer 0/1 tensor; got dtype "
+                f"{attention_mask.dtype} (an additive float mask belongs in `bias`)"
+            )
+
+
+def visible_keys(
+    attention_mask: torch.Tensor | None, causal: bool, q_len: int, k_len: int, device
+) -> torch.Tensor | None:
+    """Boolean `(batch or 1, 1, q_len, k_len)` tensor of the keys each query may see, or None.
+
+    The causal mask is aligned bottom-right: query i sees key j when j <= i + (k_len - q_len),
+    so the last query sees every key (what decoding with a KV cache needs), as in PyTorch's
+    `torch.nn.attention.bias.causal_lower_right`.
+    """
+    keep = None
+    if attention_mask is not None:
+        keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, Tk)
+    if causal:
+        i = torch.arange(q_len, device=device)[:, None]
+        j = torch.arange(k_len, device=device)[None, :]
+        tri = (j <= i + (k_len - q_len))[None, None]  # (1, 1, Tq, Tk)
+        keep = tri if keep is None else keep & tri
+    return keep
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """softmax(scale * q k^T + bias, masked) v, materialising the full score matrix.
+
+    Args:
+        q: `(batch, heads, q_len, head_dim)`; k, v: `(batch, heads, k_len, head_dim)`.
+        bias: additive, broadcastable to `(batch, heads, q_len, k_len)` (T5's relative bias, ALiBi).
+        attention_mask: `(batch, k_len)`, bool or integer 0/1, 1/True for keys to attend to (HF).
+        causal: hide future keys, aligned bottom-right when `q_len != k_len`.
+        scale: multiplies q k^T; default `head_dim ** -0.5`. T5 passes 1.0 (its scale is folded
+            into the initialisation of the query projection).
+        dropout_p: dropout on the attention probabilities (training only; callers pass 0 in eval).
+
+    Returns:
+        `(batch, heads, q_len, head_dim)` in q's dtype. The softmax runs in float32 (as HF's T5).
+        A query whose keys are all masked gets zeros (and zero gradients), never NaN.
+
+    Raises:
+        ValueError: see `check_attention_inputs`.
+
+    Reference: Vaswani et al. 2017, eq. 1; equals
+    `torch.nn.functional.scaled_dot_product_attention`.
+    """
+    check_attention_inputs(q, k, v, bias, attention_mask)
+    tq, tk = q.shape[2], k.shape[2]
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = torch.matmul(q, k.transpose(-1, -2))  # (B, H, Tq, Tk)
+    if scale != 1.0:
+        scores = scores * scale
+    scores = scores.float()
+    if bias is not None:
+        scores = scores + bias.float()
+    keep = visible_keys(attention_mask, causal, tq, tk, q.device)
+    if keep is not None:
+        # A finite fill (not -inf) keeps fully masked rows free of NaN; they are zeroed below.
+        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1)
+    if keep is not None:
+        probs = probs * keep
+    probs = probs.to(v.dtype)
+    if dropout_p > 0.0:
+        probs = nn.functional.dropout(probs, p=dropout_p)
+    return torch.matmul(probs, v)  # (B, H, Tq, Dh)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention: project, split into heads, attend, merge, project (chapter 1).
+
+    Args:
+        d_model: model width D. num_heads: H. d_kv: per-head width (default D // H).
+        bias: whether the four projections have a bias (T5's have none).
+        dropout: attention-probability dropout while training.
+        backend: name of the attention backend (see `t5edu.backends.BACKENDS`).
+
+    forward(x `(B, Tq, D)`, context `(B, Tk, D)` or None for self-attention, attention_mask
+    `(B, Tk)`, bias broadcastable to `(B, H, Tq, Tk)`, causal) returns `(B, Tq, D)`.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_kv: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        backend: str = "naive",
+    ):
+        super().__init__()
+        if d_kv is None:
+            if d_model % num_heads:
+                raise ValueError(
+                    f"d_model={d_model} is not divisible by num_heads={num_heads}; pass d_kv"
+                )
+            d_kv = d_model // num_heads
+        self.num_heads, self.d_kv, self.dropout, self.backend = num_heads, d_kv, dropout, backend
+        inner = num_heads * d_kv
+        self.q = nn.Linear(d_model, inner, bias=bias)
+        self.k = nn.Linear(d_model, inner, bias=bias)
+        self.v = nn.Linear(d_model, inner, bias=bias)
+        self.o = nn.Linear(inner, d_model, bias=bias)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.d_kv).transpose(1, 2)  # (B, H, T, Dh)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        from t5edu.backends import attention
+
+        context = x if context is None else context
+        q = self.split_heads(self.q(x))
+        k, v = self.split_heads(self.k(context)), self.split_heads(self.v(context))
+        out = attention(
+            q,
+            k,
+            v,
+            bias=bias,
+            attention_mask=attention_mask,
+            causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            backend=self.backend,
+        )  # (B, H, Tq, Dh)
+        b, _, tq, _ = out.shape
+        return self.o(out.transpose(1, 2).reshape(b, tq, -1))
+
+
+__all__ = [
+    "scaled_dot_product_attention",
+    "check_attention_inputs",
+    "visible_keys",
+    "MultiHeadAttention",
+]

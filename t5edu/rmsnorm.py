@@ -1,0 +1,42 @@
+"""RMSNorm (Zhang & Sennrich 2019), T5's layer norm: no mean, no bias (chapters 3, 5).
+
+D model width; the norm runs over the last dim.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * weight, over the last dim.
+
+    Shapes: `(..., dim)` in and out. The statistic is computed in float32 whatever the input dtype
+    (half-precision sums of squares overflow), and the result has the input's dtype.
+    Matches HF's `T5LayerNorm` and `LlamaRMSNorm` bit for bit when the weight and input share a
+    dtype, and `torch.nn.RMSNorm` within 1e-6 in float32. Zhang & Sennrich 2019, eq. 4.
+
+    Raises:
+        ValueError: when the input's last dim is not `dim`.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.weight.shape[0]:
+            raise ValueError(
+                f"RMSNorm expects input (..., dim={self.weight.shape[0]}); "
+                f"got shape {tuple(x.shape)}"
+            )
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.weight.dtype in (torch.float16, torch.bfloat16):
+            y = y.to(self.weight.dtype)
+        return (self.weight * y).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 
@@ -36,3 +37,25 @@ def setup(seed: int = 0, verbose: bool = True) -> torch.device:
         )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return device
+
+
+def compare(name: str, got: torch.Tensor, want: torch.Tensor, atol: float) -> float:
+    """Assert `|got - want| <= atol` everywhere and print the gap rounded up to a power of ten.
+
+    The printed bound ("< 1e-06") does not change from run to run or machine to machine the way
+    the raw difference does, so chapters can show it under nbval. Returns the max abs difference.
+
+    Raises:
+        ValueError: if the shapes differ. AssertionError: if the gap exceeds `atol`.
+    """
+    if got.shape != want.shape:
+        raise ValueError(f"{name}: shapes differ, got {tuple(got.shape)} vs {tuple(want.shape)}")
+    diff = (got.detach().double() - want.detach().double()).abs().max().item()
+    if not diff <= atol:
+        raise AssertionError(f"{name}: max |diff| = {diff:.3e} exceeds atol = {atol:.0e}")
+    if diff == 0.0:
+        print(f"{name}: bit-identical")
+    else:
+        bound = 10.0 ** math.ceil(math.log10(diff))
+        print(f"{name}: max |diff| < {bound:.0e} (tolerance {atol:.0e})")
+    return diff

@@ -16,6 +16,7 @@ from t5edu.rmsnorm import RMSNorm
 from t5edu.norms import NORMS, build_norm
 
 # T5 (chapters 2-4)
+from t5edu.relative_position import RelativePositionBias, relative_position_bucket
 
 # Modern techniques: GLU feed-forwards, RoPE, ALiBi (chapters 6-8)
 

@@ -1,0 +1,141 @@
+"""T5's relative position bias: log-spaced distance buckets and a learned bias per bucket (ch. 2).
+
+H heads, Tq/Tk query/key length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def check_bucket_settings(num_buckets: int, max_distance: int, bidirectional: bool = True) -> None:
+    """Raise ValueError unless the bucketing formula is well defined for these settings.
+
+    The formula gives the first `max_exact = n // 2` buckets to exact distances and the other
+    `n - max_exact` to log-spaced ranges up to `max_distance`, where `n = num_buckets // 2` when
+    bidirectional (the other half encodes the direction) and `num_buckets` otherwise. It divides by
+    `max_exact` and by `log(max_distance / max_exact)`, so it needs `max_exact >= 1` (num_buckets
+    >= 4 bidirectional, >= 2 causal) and `max_distance > max_exact`; otherwise buckets become NaN
+    casts or run backwards into the exact range.
+    """
+    for name, value in (("num_buckets", num_buckets), ("max_distance", max_distance)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int; got {value!r}")
+    n = num_buckets // 2 if bidirectional else num_buckets
+    max_exact = n // 2
+    if max_exact < 1:
+        need = 4 if bidirectional else 2
+        kind = "bidirectional" if bidirectional else "causal"
+        raise ValueError(
+            f"num_buckets must be >= {need} for {kind} bucketing (so at least one bucket holds an "
+            f"exact distance); got num_buckets={num_buckets}"
+        )
+    if max_distance <= max_exact:
+        raise ValueError(
+            f"max_distance must exceed the {max_exact} exact-distance buckets (num_buckets="
+            f"{num_buckets}, bidirectional={bidirectional}) for the log-spaced buckets to grow; "
+            f"got max_distance={max_distance}"
+        )
+
+
+def relative_position_bucket(
+    relative_position: torch.Tensor,
+    bidirectional: bool = True,
+    num_buckets: int = 32,
+    max_distance: int = 128,
+) -> torch.Tensor:
+    """Map relative positions (key - query) to bucket ids in `[0, num_buckets)`.
+
+    Small distances get one bucket each; larger ones share log-spaced buckets up to
+    `max_distance`, beyond which all distances share the last bucket. Bidirectional bucketing
+    (the encoder) spends half of the buckets on keys after the query; causal bucketing (the
+    decoder) maps every key after the query to bucket 0 (those keys are masked anyway).
+
+    Args:
+        relative_position: integer tensor of any shape, `key_position - query_position`.
+        bidirectional, num_buckets, max_distance: as HF's `T5Attention._relative_position_bucket`.
+
+    Returns:
+        int64 tensor of relative_position's shape, equal to HF's (same float32 ops, same order).
+
+    Raises:
+        ValueError: when `relative_position` is not an integer tensor, or for bucket settings the
+            formula cannot use (see `check_bucket_settings`).
+
+    Source: Raffel et al. 2020 (T5), sec. 2.1; Mesh TensorFlow `_relative_position_bucket`.
+    """
+    if not isinstance(relative_position, torch.Tensor) or relative_position.dtype.is_floating_point:
+        got = getattr(relative_position, "dtype", type(relative_position).__name__)
+        raise ValueError(f"relative_position must be an integer tensor; got {got}")
+    check_bucket_settings(num_buckets, max_distance, bidirectional)
+    rel = relative_position.long()
+    if bidirectional:
+        num_buckets //= 2
+        offset = (rel > 0).long() * num_buckets  # keys after the query use the upper half
+        distance = rel.abs()
+    else:
+        offset = 0
+        distance = (-rel).clamp_min(0)  # future keys collapse onto distance 0
+    max_exact = num_buckets // 2
+    # Clamping before the log only avoids log(0); those entries take the exact branch below.
+    far = distance.clamp_min(max_exact).float() / max_exact
+    log_bucket = (
+        torch.log(far) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    ).long()
+    log_bucket = (max_exact + log_bucket).clamp_max(num_buckets - 1)
+    return offset + torch.where(distance < max_exact, distance, log_bucket)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned additive attention bias, one scalar per (bucket, head) (T5; chapter 2).
+
+    `weight` is `(num_buckets, num_heads)` like HF's `relative_attention_bias` embedding, so state
+    dicts map 1:1. forward(q_len, k_len, offset=0) returns `(1, num_heads, q_len, k_len)` in the
+    weight's dtype; query i sits at position `offset + i` and key j at position j, so with a KV
+    cache pass `offset = past_len` (the new queries follow the cached keys).
+
+    Raises:
+        ValueError: for bucket settings that cannot work (at construction), or negative lengths.
+
+    Source: Raffel et al. 2020, sec. 2.1; matches HF `T5Attention.compute_bias`.
+    """
+
+    def __init__(self, num_buckets: int, max_distance: int, num_heads: int, bidirectional: bool):
+        super().__init__()
+        check_bucket_settings(num_buckets, max_distance, bidirectional)
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be positive; got {num_heads}")
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.num_heads, self.bidirectional = num_heads, bidirectional
+        self.weight = nn.Parameter(torch.empty(num_buckets, num_heads))
+        nn.init.normal_(self.weight)
+
+    def buckets(self, q_len: int, k_len: int, offset: int = 0) -> torch.Tensor:
+        """int64 `(q_len, k_len)` bucket ids for queries at `offset..offset+q_len-1`."""
+        if q_len < 0 or k_len < 0 or offset < 0:
+            raise ValueError(
+                f"q_len, k_len and offset must be >= 0; got {q_len}, {k_len}, {offset}"
+            )
+        dev = self.weight.device
+        query = torch.arange(offset, offset + q_len, device=dev)[:, None]  # (Tq, 1)
+        key = torch.arange(k_len, device=dev)[None, :]  # (1, Tk)
+        return relative_position_bucket(
+            key - query, self.bidirectional, self.num_buckets, self.max_distance
+        )
+
+    def forward(self, q_len: int, k_len: int, offset: int = 0) -> torch.Tensor:
+        values = F.embedding(self.buckets(q_len, k_len, offset), self.weight)  # (Tq, Tk, H)
+        return values.permute(2, 0, 1).unsqueeze(0)  # (1, H, Tq, Tk)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_buckets={self.num_buckets}, max_distance={self.max_distance}, "
+            f"num_heads={self.num_heads}, bidirectional={self.bidirectional}"
+        )
+
+
+__all__ = ["relative_position_bucket", "RelativePositionBias", "check_bucket_settings"]

@@ -110,7 +110,7 @@ def scaled_dot_product_attention(
         dropout_p: dropout on the attention probabilities (training only; callers pass 0 in eval).
 
     Returns:
-        `(batch, heads, q_len, head_dim)` in q's dtype. The softmax runs in float32 (as HF's T5).
+        `(batch, heads, q_len, head_dim)` in q's dtype. The softmax runs in float32 or wider (as HF's T5).
         A query whose keys are all masked gets zeros (and zero gradients), never NaN.
 
     Raises:
@@ -125,9 +125,11 @@ def scaled_dot_product_attention(
     scores = torch.matmul(q, k.transpose(-1, -2))  # (B, H, Tq, Tk)
     if scale != 1.0:
         scores = scores * scale
-    scores = scores.float()
+    # Half-precision softmax loses the small weights; float64 input keeps its precision.
+    acc = torch.promote_types(scores.dtype, torch.float32)
+    scores = scores.to(acc)
     if bias is not None:
-        scores = scores + bias.float()
+        scores = scores + bias.to(acc)
     keep = visible_keys(attention_mask, causal, tq, tk, q.device)
     if keep is not None:
         # A finite fill (not -inf) keeps fully masked rows free of NaN; they are zeroed below.

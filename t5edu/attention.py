@@ -110,8 +110,8 @@ def scaled_dot_product_attention(
         dropout_p: dropout on the attention probabilities (training only; callers pass 0 in eval).
 
     Returns:
-        `(batch, heads, q_len, head_dim)` in q's dtype. The softmax runs in float32 or wider (as HF's T5).
-        A query whose keys are all masked gets zeros (and zero gradients), never NaN.
+        `(batch, heads, q_len, head_dim)` in q's dtype. The softmax runs in float32 or wider (as
+        HF's T5). A query whose keys are all masked gets zeros (and zero gradients), never NaN.
 
     Raises:
         ValueError: see `check_attention_inputs`.

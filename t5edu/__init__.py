@@ -13,13 +13,34 @@ from t5edu.backends import BACKENDS, attention, register_backend
 
 # Norms (chapters 3, 5)
 from t5edu.rmsnorm import RMSNorm
-from t5edu.norms import NORMS, build_norm
+from t5edu.norms import NORMS, LayerNorm, build_norm
+from t5edu.fast_rmsnorm import FastRMSNorm, fast_rms_norm, saved_tensor_bytes
+from t5edu.adaptive_rmsnorm import AdaptiveRMSNorm
+from t5edu.group_rmsnorm import GroupRMSNorm
 
 # T5 (chapters 2-4)
 from t5edu.config import T5Config, num_parameters
 from t5edu.relative_position import RelativePositionBias, relative_position_bucket
 
 # Modern techniques: GLU feed-forwards, RoPE, ALiBi (chapters 6-8)
+from t5edu.glu import (
+    GLU_VARIANTS,
+    GLUFeedForward,
+    GLUVariants,
+    SwiGLU,
+    SwiGLUFeedForward,
+    SwiGLUMLP,
+    glu_hidden_dim,
+)
+from t5edu.rope import (
+    RoPE,
+    RoPEAttention,
+    half_split_index,
+    rope_inv_freq,
+    to_half_split,
+    to_interleaved,
+)
+from t5edu.alibi import ALiBi, ALiBiAttention, AdaptiveALiBi, CausalALiBiAttention, alibi_slopes
 
 # Flash and memory-efficient attention (chapter 9)
 

@@ -12,8 +12,8 @@ from torch import nn
 class RMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * weight, over the last dim.
 
-    Shapes: `(..., dim)` in and out. The statistic is computed in float32 whatever the input dtype
-    (half-precision sums of squares overflow), and the result has the input's dtype.
+    Shapes: `(..., dim)` in and out. The statistic is computed in float32 (float64 for float64
+    input) whatever the input dtype, and the result has the input's dtype.
     Matches HF's `T5LayerNorm` and `LlamaRMSNorm` bit for bit when the weight and input share a
     dtype, and `torch.nn.RMSNorm` within 1e-6 in float32. Zhang & Sennrich 2019, eq. 4.
 
@@ -32,7 +32,9 @@ class RMSNorm(nn.Module):
                 f"RMSNorm expects input (..., dim={self.weight.shape[0]}); "
                 f"got shape {tuple(x.shape)}"
             )
-        xf = x.float()
+        # float32 at least: half-precision sums of squares overflow, and float64 input keeps
+        # float64 (gradcheck needs it) instead of being silently rounded to float32.
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         if self.weight.dtype in (torch.float16, torch.bfloat16):
             y = y.to(self.weight.dtype)

@@ -21,6 +21,12 @@ from t5edu.group_rmsnorm import GroupRMSNorm
 # T5 (chapters 2-4)
 from t5edu.config import T5Config, num_parameters
 from t5edu.relative_position import RelativePositionBias, relative_position_bucket
+from t5edu.kv_cache import T5Cache
+from t5edu.feed_forward import T5DenseActDense, T5DenseGatedActDense, T5LayerFF
+from t5edu.t5_attention import T5Attention
+from t5edu.t5_blocks import T5Block
+from t5edu.t5_stacks import T5Decoder, T5Encoder
+from t5edu.t5_model import Seq2SeqLMOutput, T5ForConditionalGeneration, T5Model
 
 # Modern techniques: GLU feed-forwards, RoPE, ALiBi (chapters 6-8)
 from t5edu.glu import (

@@ -1,0 +1,46 @@
+"""Input checks for the T5 models: clear errors instead of silent broadcasting or garbage."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _describe(t) -> str:
+    if isinstance(t, torch.Tensor):
+        return f"shape {tuple(t.shape)} and dtype {t.dtype}"
+    return f"a {type(t).__name__}"
+
+
+def check_ids(name: str, ids, vocab_size: int, allow_ignore: bool = False) -> None:
+    """ValueError naming `name` unless ids is an integer `(batch, length)` tensor, length >= 1,
+    with values in `[0, vocab_size)` (or -100 when `allow_ignore`, as labels)."""
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+        raise ValueError(
+            f"{name} must be a (batch, length) tensor of token ids; got {_describe(ids)}"
+        )
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer token ids; got dtype {ids.dtype}")
+    if ids.shape[0] < 1 or ids.shape[1] < 1:
+        raise ValueError(
+            f"{name} must have at least one row and one position; got {_describe(ids)}"
+        )
+    valid = (ids >= 0) & (ids < vocab_size)
+    if allow_ignore:
+        valid |= ids == -100
+    if not bool(valid.all()):
+        bad = ids[~valid][0].item()
+        allowed = f"[0, vocab_size={vocab_size})" + (" or -100" if allow_ignore else "")
+        raise ValueError(f"{name} must be in {allowed}; got {bad}")
+
+
+def check_mask(name: str, mask, shape: tuple) -> None:
+    """ValueError naming `name` unless mask is None or a bool/integer tensor of `shape`."""
+    if mask is None:
+        return
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(shape):
+        raise ValueError(
+            f"{name} must be (batch, length) = {tuple(shape)} with 1 = attend, 0 = padding; "
+            f"got {_describe(mask)}"
+        )
+    if mask.dtype.is_floating_point or mask.dtype.is_complex:
+        raise ValueError(f"{name} must be bool or integer 0/1; got dtype {mask.dtype}")

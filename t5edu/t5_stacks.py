@@ -1,0 +1,144 @@
+"""The encoder and decoder stacks: embed, blocks sharing one position bias, final norm (ch. 3).
+
+B batch, S source length, T target length, H heads, D d_model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from t5edu.config import T5Config
+from t5edu.kv_cache import T5Cache
+from t5edu.norms import build_norm
+from t5edu.t5_blocks import T5Block
+
+
+@dataclass
+class T5EncoderOutput:
+    """last_hidden_state `(B, S, D)`, after the final norm and dropout (HF `BaseModelOutput`)."""
+
+    last_hidden_state: torch.Tensor
+
+
+@dataclass
+class T5DecoderOutput:
+    """last_hidden_state `(B, T, D)`; past_key_values: the updated `T5Cache` or None."""
+
+    last_hidden_state: torch.Tensor
+    past_key_values: T5Cache | None = None
+
+
+class _T5Stack(nn.Module):
+    """Shared by both stacks: blocks, final norm, and the position encoding chosen by config.
+
+    The position bias is computed once per forward and added in every layer: T5's relative bias
+    (owned by block 0, as in HF) or ALiBi; RoPE instead rotates q and k inside each layer.
+    """
+
+    def __init__(self, config: T5Config, embed_tokens: nn.Embedding, is_decoder: bool):
+        super().__init__()
+        self.config, self.is_decoder, self.embed_tokens = config, is_decoder, embed_tokens
+        n = config.num_decoder_layers if is_decoder else config.num_layers
+        relative = config.position_encoding == "relative_bias"
+        self.block = nn.ModuleList(
+            [T5Block(config, relative and i == 0, is_decoder, i) for i in range(n)]
+        )
+        self.final_layer_norm = build_norm(
+            config.norm_type, config.d_model, config.layer_norm_epsilon
+        )
+        self.dropout = nn.Dropout(config.dropout_rate)
+        self.rope = self.alibi = None
+        if config.position_encoding == "rope":
+            from t5edu.rope import RoPE
+
+            self.rope = RoPE(config.d_kv, base=config.rope_base)
+        elif config.position_encoding == "alibi":
+            from t5edu.alibi import ALiBi
+
+            self.alibi = ALiBi(config.num_heads)
+        self.gradient_checkpointing = False
+
+    def position_bias(self, q_len: int, k_len: int, offset: int = 0) -> torch.Tensor | None:
+        """`(1, H, q_len, k_len)` bias for queries at offset.., keys at 0..; None with RoPE."""
+        if self.alibi is not None:
+            # ALiBi aligns queries bottom-right, which is offset = k_len - q_len, as with a cache.
+            return self.alibi.bias(q_len, k_len, causal=self.is_decoder).unsqueeze(0)
+        if self.rope is not None:
+            return None
+        return self.block[0].layer[0].SelfAttention.relative_attention_bias(q_len, k_len, offset)
+
+    def _embed(self, input_ids, inputs_embeds):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+
+    def _run(self, h, position_bias, attention_mask, enc=None, enc_mask=None, cache=None):
+        h = self.dropout(h)
+        for block in self.block:
+            if self.gradient_checkpointing and self.training and cache is None:
+                h = checkpoint(
+                    block, h, position_bias, attention_mask, enc, enc_mask, None, self.rope,
+                    use_reentrant=False,
+                )  # fmt: skip
+            else:
+                h = block(h, position_bias, attention_mask, enc, enc_mask, cache, self.rope)
+        return self.dropout(self.final_layer_norm(h))
+
+
+class T5Encoder(_T5Stack):
+    """Bidirectional stack: forward(input_ids `(B, S)` | inputs_embeds `(B, S, D)`,
+    attention_mask `(B, S)` 1 = token, 0 = padding) -> `T5EncoderOutput`. HF's encoder `T5Stack`.
+    """
+
+    def __init__(self, config: T5Config, embed_tokens: nn.Embedding):
+        super().__init__(config, embed_tokens, is_decoder=False)
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> T5EncoderOutput:
+        h = self._embed(input_ids, inputs_embeds)  # (B, S, D)
+        bias = self.position_bias(h.shape[1], h.shape[1])
+        return T5EncoderOutput(self._run(h, bias, attention_mask))
+
+
+class T5Decoder(_T5Stack):
+    """Causal stack with cross-attention to the encoder output. HF's decoder `T5Stack`.
+
+    forward(input_ids `(B, T)` | inputs_embeds, encoder_hidden_states `(B, S, D)`,
+    encoder_attention_mask `(B, S)`, attention_mask `(B, past + T)`, past_key_values: a
+    `T5Cache` holding `past` positions or None, use_cache, position_bias: a precomputed
+    `(1, H, T, past + T)` bias (generation slices one table) or None to compute it)
+    -> `T5DecoderOutput`. With use_cache and no cache given, a new `T5Cache` is started.
+    """
+
+    def __init__(self, config: T5Config, embed_tokens: nn.Embedding):
+        super().__init__(config, embed_tokens, is_decoder=True)
+
+    def forward(
+        self,
+        input_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        past_key_values: T5Cache | None = None,
+        use_cache: bool = False,
+        position_bias: torch.Tensor | None = None,
+    ) -> T5DecoderOutput:
+        h = self._embed(input_ids, inputs_embeds)  # (B, T, D)
+        cache = past_key_values
+        if use_cache and cache is None:
+            cache = T5Cache(len(self.block))
+        t, past = h.shape[1], (cache.length if cache is not None else 0)
+        if position_bias is None:
+            position_bias = self.position_bias(t, past + t, past)
+        h = self._run(h, position_bias, attention_mask, encoder_hidden_states,
+                      encoder_attention_mask, cache)  # fmt: skip
+        if cache is not None:
+            cache.advance(t)
+        return T5DecoderOutput(h, cache)
+
+
+__all__ = ["T5Encoder", "T5Decoder", "T5EncoderOutput", "T5DecoderOutput"]

@@ -51,6 +51,9 @@ from t5edu.alibi import ALiBi, ALiBiAttention, AdaptiveALiBi, CausalALiBiAttenti
 # Flash and memory-efficient attention (chapter 9)
 
 # Data, tokenizer, training (chapters 10, 11, 13)
+from t5edu import data
+from t5edu.data import build_default, collate, span_corruption, stdlib_corpus
+from t5edu.tokenizer import T5Tokenizer, default_tokenizer, train_tokenizer
 
 # Book utilities
 from t5edu.utils import compare, get_device, seed_everything, setup

@@ -41,10 +41,11 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
 class ALiBi(nn.Module):
     """The ALiBi bias for `num_heads` heads with the paper's fixed slopes.
 
-    `.slopes`: float32 `(heads,)`. `.bias(q_len, k_len, causal=False)` (also `alibi(q_len,
-    k_len, causal)`): float32 `(heads, q_len, k_len)`, aligned bottom-right like the causal mask
-    of `t5edu.attention`: query i sits at position i + k_len - q_len, so `bias(1, past + 1)` is the
-    last row of `bias(past + 1, past + 1)`, what decoding with a KV cache needs.
+    `.slopes`: float32 `(heads,)`. `.bias(q_len, k_len, causal=False, device=None)` (also
+    `alibi(q_len, k_len, causal)`): float32 `(heads, q_len, k_len)` on `device`, aligned
+    bottom-right like the causal mask of `t5edu.attention`: query i sits at position
+    i + k_len - q_len, so `bias(1, past + 1)` is the last row of `bias(past + 1, past + 1)`, what
+    decoding with a KV cache needs.
     - causal=True: m * (j - i), the paper's form: -m * distance for the keys j <= i a causal
       query sees. Entries with j > i are positive and meaningless; hiding the future is the
       attention's job (`causal=True` there), not the bias's.
@@ -59,25 +60,29 @@ class ALiBi(nn.Module):
     def __init__(self, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
-        # Fixed by num_heads, so not saved in checkpoints.
-        self.register_buffer("paper_slopes", alibi_slopes(num_heads), persistent=False)
+        # Fixed by num_heads: not a buffer, so checkpoints skip it and `.half()` cannot round it.
+        self.paper_slopes = alibi_slopes(num_heads)
 
     @property
     def slopes(self) -> torch.Tensor:
-        return self.paper_slopes.float()
+        return self.paper_slopes
 
-    def bias(self, q_len: int, k_len: int, causal: bool = False) -> torch.Tensor:
+    def bias(self, q_len: int, k_len: int, causal: bool = False, device=None) -> torch.Tensor:
         if q_len < 1 or k_len < 1:
             raise ValueError(f"q_len and k_len must be >= 1; got q_len={q_len}, k_len={k_len}")
-        slopes = self.slopes
+        if device is not None and self.paper_slopes.device != torch.device(device):
+            self.paper_slopes = self.paper_slopes.to(device)  # moved once, not every call
+        slopes = self.slopes.float()
+        if device is not None:
+            slopes = slopes.to(device)
         i = torch.arange(k_len - q_len, k_len, device=slopes.device)[:, None]  # (Tq, 1) positions
         j = torch.arange(k_len, device=slopes.device)[None, :]  # (1, Tk)
         rel = (j - i).float()  # (Tq, Tk) signed offset of the key from the query
         dist = rel if causal else -rel.abs()
         return slopes[:, None, None] * dist  # (H, Tq, Tk)
 
-    def forward(self, q_len: int, k_len: int, causal: bool = False) -> torch.Tensor:
-        return self.bias(q_len, k_len, causal)
+    def forward(self, q_len: int, k_len: int, causal: bool = False, device=None) -> torch.Tensor:
+        return self.bias(q_len, k_len, causal, device)
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}"
@@ -97,7 +102,7 @@ class AdaptiveALiBi(ALiBi):
 
     @property
     def slopes(self) -> torch.Tensor:
-        return self.log_slopes.float().exp()
+        return self.log_slopes.exp()
 
 
 class ALiBiAttention(MultiHeadAttention):
@@ -136,7 +141,7 @@ class ALiBiAttention(MultiHeadAttention):
             q,
             k,
             v,
-            bias=self.alibi.bias(t, t, causal=self.causal)[None],  # (1, H, T, T)
+            bias=self.alibi.bias(t, t, self.causal, x.device)[None],  # (1, H, T, T)
             attention_mask=attention_mask,
             causal=self.causal,
             dropout_p=self.dropout if self.training else 0.0,

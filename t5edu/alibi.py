@@ -42,10 +42,10 @@ class ALiBi(nn.Module):
     """The ALiBi bias for `num_heads` heads with the paper's fixed slopes.
 
     `.slopes`: float32 `(heads,)`. `.bias(q_len, k_len, causal=False, device=None)` (also
-    `alibi(q_len, k_len, causal)`): float32 `(heads, q_len, k_len)` on `device`, aligned
-    bottom-right like the causal mask of `t5edu.attention`: query i sits at position
-    i + k_len - q_len, so `bias(1, past + 1)` is the last row of `bias(past + 1, past + 1)`, what
-    decoding with a KV cache needs.
+    `alibi(q_len, k_len, causal)`): float32 `(heads, q_len, k_len)` on `device` (default: the
+    module's), aligned bottom-right like the causal mask of `t5edu.attention`: query i sits at
+    position i + k_len - q_len, so `bias(1, past + 1)` is the last row of
+    `bias(past + 1, past + 1)`, what decoding with a KV cache needs.
     - causal=True: m * (j - i), the paper's form: -m * distance for the keys j <= i a causal
       query sees. Entries with j > i are positive and meaningless; hiding the future is the
       attention's job (`causal=True` there), not the bias's.
@@ -60,8 +60,14 @@ class ALiBi(nn.Module):
     def __init__(self, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
-        # Fixed by num_heads: not a buffer, so checkpoints skip it and `.half()` cannot round it.
-        self.paper_slopes = alibi_slopes(num_heads)
+        # A buffer, so `.to(device)` moves it; not persistent, as num_heads fixes it.
+        self.register_buffer("paper_slopes", alibi_slopes(num_heads), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        # `.half()` / `.to(dtype)` would round the fixed slopes: keep them exact in float32.
+        self.paper_slopes = alibi_slopes(self.num_heads).to(self.paper_slopes.device)
+        return self
 
     @property
     def slopes(self) -> torch.Tensor:
@@ -70,8 +76,6 @@ class ALiBi(nn.Module):
     def bias(self, q_len: int, k_len: int, causal: bool = False, device=None) -> torch.Tensor:
         if q_len < 1 or k_len < 1:
             raise ValueError(f"q_len and k_len must be >= 1; got q_len={q_len}, k_len={k_len}")
-        if device is not None and self.paper_slopes.device != torch.device(device):
-            self.paper_slopes = self.paper_slopes.to(device)  # moved once, not every call
         slopes = self.slopes.float()
         if device is not None:
             slopes = slopes.to(device)

@@ -107,7 +107,8 @@ def test_bias_dtype_stays_float32_after_half():
     alibi = ALiBi(12).half()
     b = alibi.bias(3, 5)
     assert b.dtype == torch.float32 and torch.equal(alibi.slopes, alibi_slopes(12))
-    assert ALiBi(4).state_dict() == {}
+    assert ALiBi(4).state_dict() == {}  # fixed slopes are not checkpointed
+    assert alibi.to(torch.float64).slopes.dtype == torch.float32
 
 
 def test_adaptive_alibi_starts_at_paper_slopes_and_stays_positive():

@@ -1,0 +1,221 @@
+"""Evaluate a text-to-text model on SuperGLUE: generate, map text to labels, score, tabulate.
+
+Chapter 14. The model is duck-typed: any object with `generate(input_ids, attention_mask=...,
+max_new_tokens=...)` returning token ids `(batch, out_len)` (a tensor, or an object with
+`.sequences`, as HF's), such as `t5edu.T5ForConditionalGeneration` or a `transformers` T5. The
+tokenizer needs `encode(text) -> list[int]` and `decode(ids) -> str` (a SentencePiece processor
+or `t5edu.tokenizer`'s); pad and EOS ids are read from `pad_id`/`eos_id` (attributes or methods)
+and default to T5's 0 and 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from t5edu.superglue.loaders import is_labeled_split, load_rows
+from t5edu.superglue.metrics import superglue_score, task_metrics, task_score
+from t5edu.superglue.postprocess import INVALID, dedupe_by_group, prediction_value
+from t5edu.superglue.preprocessors import Text2TextExample, preprocess_rows
+from t5edu.superglue.tasks import MAIN_TASKS, get_task, resolve_tasks
+
+
+@dataclass
+class TaskResult:
+    """One task's scores: every metric, the task score, and what the numbers rest on."""
+
+    task: str
+    metrics: dict[str, float]
+    score: float  # mean of the task's headline metrics (what the SuperGLUE score averages)
+    num_examples: int  # examples scored (ReCoRD: queries)
+    num_invalid: int | None  # generations that were no label word (None: free-text tasks)
+    num_truncated: int = 0  # inputs cut to max_input_length before generation
+    predictions: list[str] = field(default_factory=list, repr=False)
+
+
+def _special_id(tokenizer, name: str, default: int) -> int:
+    for attr in (f"{name}_id", f"{name}_token_id"):
+        value = getattr(tokenizer, attr, None)
+        value = value() if callable(value) else value
+        if isinstance(value, int) and value >= 0:
+            return value
+    return default
+
+
+def encode_batch(tokenizer, texts: Sequence[str], max_input_length: int):
+    """`(input_ids, attention_mask, num_truncated)`: each text + EOS, right-padded, `(B, T)` int64.
+
+    A text longer than `max_input_length` tokens keeps its first `max_input_length - 1` tokens and
+    its EOS (T5's eval truncation); the count of such texts is returned so none is cut silently.
+    """
+    if max_input_length < 2:
+        raise ValueError(f"max_input_length must be >= 2 (a token and EOS); got {max_input_length}")
+    pad, eos = _special_id(tokenizer, "pad", 0), _special_id(tokenizer, "eos", 1)
+    rows, truncated = [], 0
+    for text in texts:
+        ids = list(tokenizer.encode(text))
+        if not ids or ids[-1] != eos:
+            ids.append(eos)
+        if len(ids) > max_input_length:
+            ids, truncated = ids[: max_input_length - 1] + [eos], truncated + 1
+        rows.append(ids)
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return input_ids, mask, truncated
+
+
+def decode_generated(tokenizer, ids) -> str:
+    """Text of one generated row: up to the first EOS, pads (and the start token) dropped."""
+    pad, eos = _special_id(tokenizer, "pad", 0), _special_id(tokenizer, "eos", 1)
+    ids = [int(i) for i in ids]
+    ids = ids[: ids.index(eos)] if eos in ids else ids
+    return tokenizer.decode([i for i in ids if i != pad])
+
+
+def _model_device(model) -> torch.device:
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def generate_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    max_input_length: int = 512,
+    progress: bool = False,
+) -> tuple[list[str], int]:
+    """Greedy generations for `texts` (in order) and the number of truncated inputs.
+
+    Batches are formed from length-sorted texts so that little padding is computed.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    device = _model_device(model)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: list[str] = [""] * len(texts)
+    truncated = 0
+    try:
+        for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="generate"):
+            batch = order[start : start + batch_size]
+            ids, mask, n = encode_batch(tokenizer, [texts[i] for i in batch], max_input_length)
+            truncated += n
+            gen = model.generate(
+                ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens
+            )
+            gen = getattr(gen, "sequences", gen)
+            for i, row in zip(batch, gen, strict=True):
+                out[i] = decode_generated(
+                    tokenizer, row.tolist() if hasattr(row, "tolist") else row
+                )
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    return out, truncated
+
+
+def score_predictions(
+    task: str, examples: Sequence[Text2TextExample], predictions: Sequence, num_truncated: int = 0
+) -> TaskResult:
+    """Score generated texts (one per example, or per query for ReCoRD's deduplicated list)."""
+    spec = get_task(task)
+    if len(predictions) != len(examples):
+        raise ValueError(
+            f"predictions must have one entry per example; got {len(predictions)} for "
+            f"{len(examples)} {spec.dirname} examples"
+        )
+    values = [prediction_value(ex, text) for ex, text in zip(examples, predictions, strict=True)]
+    metrics = task_metrics(spec.name, examples, values)
+    invalid = None if spec.label_names is None else sum(v == INVALID for v in values)
+    n = len(dedupe_by_group(examples)) if spec.name == "record" else len(examples)
+    return TaskResult(
+        spec.name, metrics, task_score(spec.name, metrics), n, invalid, num_truncated,
+        [str(p) for p in predictions],
+    )  # fmt: skip
+
+
+def evaluate_examples(model, tokenizer, task: str, examples, **gen_kwargs) -> TaskResult:
+    """Generate for formatted examples and score them (ReCoRD: once per query)."""
+    spec = get_task(task)
+    if spec.name == "record":
+        examples = dedupe_by_group(examples)
+    gen_kwargs.setdefault("max_new_tokens", spec.max_new_tokens)
+    texts, truncated = generate_texts(model, tokenizer, [e.inputs for e in examples], **gen_kwargs)
+    return score_predictions(spec.name, examples, texts, truncated)
+
+
+def evaluate(
+    model,
+    tokenizer,
+    tasks="all",
+    data_dir=None,
+    split: str = "val",
+    *,
+    limit: int | None = None,
+    source: str = "local",
+    **gen_kwargs,
+) -> dict[str, TaskResult]:
+    """Evaluate on each task's `split` (labels needed, so not `test` for the 8 tasks).
+
+    `limit` keeps the first rows of each task (AX-g: an even number, to keep gender pairs).
+    """
+    results = {}
+    for name in resolve_tasks(tasks):
+        if not is_labeled_split(name, split):
+            raise ValueError(f"split {split!r} of {get_task(name).dirname} has no labels to score")
+        n = limit - limit % 2 if (name == "axg" and limit) else limit
+        rows = load_rows(name, data_dir, split, source=source, limit=n or None)
+        examples = preprocess_rows(name, rows, labeled=True)
+        results[name] = evaluate_examples(model, tokenizer, name, examples, **gen_kwargs)
+    return results
+
+
+def oracle_predictions(examples: Sequence[Text2TextExample]) -> list[str]:
+    """The text a perfect model would generate (WSC: the candidate when it is the referent)."""
+    out = []
+    for ex in examples:
+        wsc_wrong_candidate = ex.task == "wsc" and ex.label == 0
+        out.append("" if wsc_wrong_candidate else ex.targets)
+    return out
+
+
+def constant_predictions(examples: Sequence[Text2TextExample], text: str) -> list[str]:
+    """The same text for every example: a majority-class or a garbage baseline."""
+    return [text] * len(examples)
+
+
+def results_table(results: dict[str, TaskResult]) -> str:
+    """A Markdown table of every task's metrics and score, then the SuperGLUE score."""
+    lines = [
+        "| task | metrics | score | n | invalid | truncated |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        metrics = ", ".join(f"{k} {v:.1f}" for k, v in r.metrics.items())
+        invalid = "-" if r.num_invalid is None else str(r.num_invalid)
+        row = [get_task(name).dirname, metrics, f"{r.score:.1f}", str(r.num_examples), invalid]
+        lines.append("| " + " | ".join(row + [str(r.num_truncated)]) + " |")
+    scores = {name: r.metrics for name, r in results.items()}
+    main = [t for t in scores if not get_task(t).diagnostic]
+    if main:
+        total = superglue_score(scores, require_all=False)
+        note = "" if len(main) == len(MAIN_TASKS) else f" (partial: {len(main)} of 8 tasks)"
+        lines.append(f"\nSuperGLUE score: {total:.1f}{note}")
+    return "\n".join(lines)

@@ -55,5 +55,8 @@ from t5edu import data
 from t5edu.data import build_default, collate, span_corruption, stdlib_corpus
 from t5edu.tokenizer import T5Tokenizer, default_tokenizer, train_tokenizer
 
+# SuperGLUE (chapter 14)
+import t5edu.superglue
+
 # Book utilities
 from t5edu.utils import compare, get_device, seed_everything, setup

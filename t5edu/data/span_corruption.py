@@ -196,6 +196,11 @@ def random_spans_helper(
     eos. Returns `(tokens_length, targets_length)`: the longest raw sequence whose corrupted
     inputs fit in `inputs_length`, and the length of its targets.
 
+    One deliberate difference: T5's helper counts in float64 without the mask's clamps (at least
+    one noise span), so for short inputs (below ~20 tokens, where the span count rounds to 0)
+    its lengths are one off what its own mask yields. Here the counts are the mask's, so the
+    inputs always come out exactly `inputs_length` long; for 512 both give (568, 114).
+
     Raises:
         ValueError: if `inputs_length` < 2 or the densities are out of range.
     """
@@ -204,9 +209,12 @@ def random_spans_helper(
     _check_density(noise_density, mean_noise_span_length)
 
     def lengths(tokens_length: int) -> tuple[int, int]:
-        num_noise_tokens = int(round(tokens_length * noise_density))
+        # The same counts as random_spans_noise_mask (float32 rounding and clamps), so the
+        # promised lengths are the ones the mask produces (see the docstring).
+        num_noise_tokens = _round_f32(tokens_length, noise_density, "*")
+        num_noise_tokens = min(max(num_noise_tokens, 1), tokens_length - 1)
         num_nonnoise_tokens = tokens_length - num_noise_tokens
-        num_noise_spans = int(round(num_noise_tokens / mean_noise_span_length))
+        num_noise_spans = max(_round_f32(num_noise_tokens, mean_noise_span_length, "/"), 1)
         return (  # + 1: the eos appended to each
             num_nonnoise_tokens + num_noise_spans * extra_tokens_per_span_inputs + 1,
             num_noise_tokens + num_noise_spans * extra_tokens_per_span_targets + 1,

@@ -4,16 +4,34 @@ B batch, H heads, Tq/Tk query/key length, Dh head dim.
 
 Every backend takes exactly the arguments of `t5edu.attention.scaled_dot_product_attention`
 and must equal it (see tests/test_backends.py). New backends register with `@register_backend`.
+
+Backends (dropout: whether `dropout_p > 0` works):
+- `naive`: the reference, full score matrix. Dropout. Any device.
+- `sdpa`: `torch.nn.functional.scaled_dot_product_attention`, bias as a float mask. Dropout.
+- `flash`: tiled FlashAttention in PyTorch (`t5edu.flash_attention`). Any device.
+- `memory_efficient`: Rabe & Staats chunking with checkpointing. Any device.
+- `triton`: the Triton kernels of `t5edu.kernels`. CUDA (CPU only under TRITON_INTERPRET=1).
+- `flex`: `torch.nn.attention.flex_attention`, the bias looked up in a `score_mod`. CUDA; on the
+  CPU forward only.
+- `auto`: the fastest correct one for the inputs; `resolve_backend` names it. Dropout.
+
+A backend without dropout raises ValueError when `dropout_p > 0` (`auto` then picks `sdpa`).
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from t5edu.attention import check_attention_inputs, scaled_dot_product_attention, visible_keys
+from t5edu.flash_attention import check_mask_values, check_no_dropout, flash_attention
+from t5edu.memory_efficient import memory_efficient_attention
+
+logger = logging.getLogger(__name__)
 
 BACKENDS: dict[str, Callable[..., torch.Tensor]] = {}
 
@@ -53,6 +71,173 @@ def sdpa_attention(
     if keep is not None:
         out = out * keep.any(dim=-1, keepdim=True).to(out.dtype)  # (B, 1, Tq, 1)
     return out
+
+
+register_backend("flash")(flash_attention)
+register_backend("memory_efficient")(memory_efficient_attention)
+
+
+@register_backend("triton")
+def triton_attention(
+    q, k, v, *, bias=None, attention_mask=None, causal=False, scale=None, dropout_p=0.0
+) -> torch.Tensor:
+    """The Triton FlashAttention kernels (`t5edu.kernels`), imported on first use.
+
+    Raises:
+        ImportError: without the `triton` package. RuntimeError: for CPU tensors unless
+        TRITON_INTERPRET=1 was set before the kernels were first imported. ValueError: bad input,
+        `dropout_p != 0`, unsupported dtype or head_dim > 128.
+    """
+    from t5edu.kernels import triton_flash_attention
+
+    return triton_flash_attention(
+        q, k, v, bias=bias, attention_mask=attention_mask, causal=causal, scale=scale,
+        dropout_p=dropout_p,
+    )  # fmt: skip
+
+
+_compiled_flex = None
+
+
+def _flex_fn(device: torch.device):
+    """flex_attention compiled on CUDA (a fused kernel); eager elsewhere (its reference path)."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda":
+        return flex_attention
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex
+
+
+@register_backend("flex")
+def flex_attention_backend(
+    q, k, v, *, bias=None, attention_mask=None, causal=False, scale=None, dropout_p=0.0
+) -> torch.Tensor:
+    """PyTorch's FlexAttention, the bias added by a `score_mod` that looks up the bias tensor.
+
+    Padding and causality become FlexAttention's `mask_mod` (a block mask, so hidden blocks are
+    skipped); rows with no visible key give zeros, as the reference. On CUDA the call is compiled
+    (`torch.compile`) into a fused kernel; on the CPU it runs FlexAttention's eager path, which
+    materialises the scores and, in torch 2.13, has no backward.
+
+    Raises:
+        ValueError: bad input, `dropout_p != 0` (FlexAttention has no dropout).
+        NotImplementedError: on the CPU when any of q, k, v, bias requires a gradient.
+        RuntimeError: when this torch has no `torch.nn.attention.flex_attention` (torch < 2.5).
+    """
+    check_attention_inputs(q, k, v, bias, attention_mask)
+    check_mask_values(attention_mask)
+    check_no_dropout(dropout_p, "flex")
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask
+    except ImportError as err:
+        raise RuntimeError(
+            f"the flex backend needs torch >= 2.5; got torch {torch.__version__}"
+        ) from err
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k, v, bias)
+    )
+    if q.device.type == "cpu" and needs_grad:
+        raise NotImplementedError(
+            f"the flex backend has no backward on the CPU (FlexAttention in torch "
+            f"{torch.__version__}); use backend='flash' or 'sdpa', or run under torch.no_grad()"
+        )
+    b, h, q_len, _ = q.shape
+    k_len = k.shape[2]
+    score_mod = None
+    if bias is not None:
+        bias4 = bias.reshape((1,) * (4 - bias.dim()) + tuple(bias.shape))  # (B|1, H|1, Tq|1, Tk|1)
+        wide = [n > 1 for n in bias4.shape]  # index 0 along broadcast dims
+
+        def score_mod(score, bi, hi, qi, ki):
+            idx = [x if w else 0 for x, w in zip((bi, hi, qi, ki), wide, strict=True)]
+            return score + bias4[idx[0], idx[1], idx[2], idx[3]].to(score.dtype)
+
+    block_mask = None
+    if attention_mask is not None or causal:
+        keep = None if attention_mask is None else attention_mask.bool()
+
+        def mask_mod(bi, hi, qi, ki):
+            ok = ki <= qi + (k_len - q_len) if causal else ki >= 0
+            return ok & keep[bi, ki] if keep is not None else ok
+
+        block_mask = create_block_mask(
+            mask_mod, b if keep is not None else None, None, q_len, k_len, device=q.device
+        )
+    with warnings.catch_warnings():  # eager on CPU is deliberate: FlexAttention's note is noise
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return _flex_fn(q.device)(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+
+
+def resolve_backend(
+    backend: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+) -> str:
+    """The backend name `attention(..., backend=backend)` will run: `backend` itself, or for
+    `"auto"` the fastest correct one for these inputs.
+
+    `auto`: on CUDA with a bias, no dropout, fp16/bf16/fp32 and head_dim <= 128, the Triton kernel
+    (fused bias with gradient; PyTorch's SDPA must take the bias as a dense float mask and falls
+    back to its slower kernels); everything else `sdpa` (PyTorch's fused kernels: on the CPU, the
+    tiled backends run a Python loop and cannot beat it; measured in `python -m t5edu.bench
+    attention`).
+
+    Raises:
+        ValueError: for an unknown backend name (the message lists the known ones).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(BACKENDS)}; got {backend!r}")
+    if backend != "auto":
+        return backend
+    choice = "sdpa"
+    if (
+        q.device.type == "cuda"
+        and bias is not None
+        and dropout_p == 0.0
+        and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
+        and q.shape[-1] <= 128
+        and _triton_compiled()
+    ):
+        choice = "triton"
+    logger.debug("auto attention backend -> %s", choice)
+    return choice
+
+
+def _triton_compiled() -> bool:
+    """True when the Triton kernels import and are compiled (not under the interpreter)."""
+    from t5edu.kernels import triton_available
+
+    if not triton_available():
+        return False
+    try:
+        from t5edu.kernels.triton_attention import INTERPRETED
+    except Exception:  # a broken Triton install: fall back to sdpa rather than fail
+        return False
+    return not INTERPRETED
+
+
+@register_backend("auto")
+def auto_attention(
+    q, k, v, *, bias=None, attention_mask=None, causal=False, scale=None, dropout_p=0.0
+) -> torch.Tensor:
+    """Run the backend `resolve_backend("auto", ...)` picks for these inputs (see there)."""
+    name = resolve_backend(
+        "auto", q, k, v, bias=bias, attention_mask=attention_mask, causal=causal,
+        dropout_p=dropout_p,
+    )  # fmt: skip
+    return BACKENDS[name](
+        q, k, v, bias=bias, attention_mask=attention_mask, causal=causal, scale=scale,
+        dropout_p=dropout_p,
+    )  # fmt: skip
 
 
 def attention(

@@ -15,7 +15,7 @@ from t5edu.superglue.evaluate import (
     results_table,
     score_predictions,
 )
-from t5edu.superglue.finetune import finetune, text_pairs
+from t5edu.superglue.finetune import encode_pairs, finetune, text_pairs
 from t5edu.superglue.loaders import data_file, hf_rows_to_official, load_examples, load_rows
 from t5edu.superglue.metrics import (
     accuracy,
@@ -48,11 +48,11 @@ from t5edu.superglue.tasks import DIAGNOSTIC_TASKS, MAIN_TASKS, TASKS, TaskSpec,
 
 __all__ = [
     "DIAGNOSTIC_TASKS", "INVALID", "MAIN_TASKS", "PREPROCESSORS", "TASKS", "TaskResult",
-    "TaskSpec", "Text2TextExample", "accuracy", "constant_predictions", "data_file", "evaluate",
-    "evaluate_examples", "exact_match_by_group", "f1_binary", "f1_macro", "finetune",
-    "gender_parity", "generate_texts", "get_task", "hf_rows_to_official", "load_examples",
-    "load_rows", "matthews", "normalize_answer", "oracle_predictions", "prediction_value",
-    "preprocess", "preprocess_rows", "record_metrics", "record_passage", "results_table",
-    "score_predictions", "superglue_score", "task_metrics", "task_score", "text_pairs",
-    "text_to_label", "token_f1", "wsc_referent_matches",
+    "TaskSpec", "Text2TextExample", "accuracy", "constant_predictions", "data_file",
+    "encode_pairs", "evaluate", "evaluate_examples", "exact_match_by_group", "f1_binary",
+    "f1_macro", "finetune", "gender_parity", "generate_texts", "get_task", "hf_rows_to_official",
+    "load_examples", "load_rows", "matthews", "normalize_answer", "oracle_predictions",
+    "prediction_value", "preprocess", "preprocess_rows", "record_metrics", "record_passage",
+    "results_table", "score_predictions", "superglue_score", "task_metrics", "task_score",
+    "text_pairs", "text_to_label", "token_f1", "wsc_referent_matches",
 ]  # fmt: skip

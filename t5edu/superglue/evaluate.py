@@ -35,13 +35,28 @@ class TaskResult:
     predictions: list[str] = field(default_factory=list, repr=False)
 
 
-def _special_id(tokenizer, name: str, default: int) -> int:
+def special_token_id(tokenizer, name: str, default: int) -> int:
     for attr in (f"{name}_id", f"{name}_token_id"):
         value = getattr(tokenizer, attr, None)
         value = value() if callable(value) else value
         if isinstance(value, int) and value >= 0:
             return value
     return default
+
+
+def encode_text(tokenizer, text: str, max_length: int | None) -> tuple[list[int], int]:
+    """Token ids of `text` ending with one EOS, and 1 if it was cut to `max_length` (else 0).
+
+    EOS is appended unless the tokenizer already ends with it; a cut keeps the first
+    `max_length - 1` tokens and the EOS (T5's truncation).
+    """
+    eos = special_token_id(tokenizer, "eos", 1)
+    ids = list(tokenizer.encode(text))
+    if not ids or ids[-1] != eos:
+        ids.append(eos)
+    if max_length is not None and len(ids) > max_length:
+        return ids[: max_length - 1] + [eos], 1
+    return ids, 0
 
 
 def encode_batch(tokenizer, texts: Sequence[str], max_input_length: int):
@@ -52,15 +67,9 @@ def encode_batch(tokenizer, texts: Sequence[str], max_input_length: int):
     """
     if max_input_length < 2:
         raise ValueError(f"max_input_length must be >= 2 (a token and EOS); got {max_input_length}")
-    pad, eos = _special_id(tokenizer, "pad", 0), _special_id(tokenizer, "eos", 1)
-    rows, truncated = [], 0
-    for text in texts:
-        ids = list(tokenizer.encode(text))
-        if not ids or ids[-1] != eos:
-            ids.append(eos)
-        if len(ids) > max_input_length:
-            ids, truncated = ids[: max_input_length - 1] + [eos], truncated + 1
-        rows.append(ids)
+    pad = special_token_id(tokenizer, "pad", 0)
+    encoded = [encode_text(tokenizer, t, max_input_length) for t in texts]
+    rows, truncated = [ids for ids, _ in encoded], sum(cut for _, cut in encoded)
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -72,7 +81,7 @@ def encode_batch(tokenizer, texts: Sequence[str], max_input_length: int):
 
 def decode_generated(tokenizer, ids) -> str:
     """Text of one generated row: up to the first EOS, pads (and the start token) dropped."""
-    pad, eos = _special_id(tokenizer, "pad", 0), _special_id(tokenizer, "eos", 1)
+    pad, eos = special_token_id(tokenizer, "pad", 0), special_token_id(tokenizer, "eos", 1)
     ids = [int(i) for i in ids]
     ids = ids[: ids.index(eos)] if eos in ids else ids
     return tokenizer.decode([i for i in ids if i != pad])

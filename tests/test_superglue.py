@@ -856,6 +856,18 @@ def test_decode_generated_stops_at_eos_and_drops_padding():
     assert ev.decode_generated(tok, [0, 0]) == ""
 
 
+def test_decode_survives_ids_the_tokenizer_refuses():
+    class Strict(WordTokenizer):
+        def decode(self, ids):
+            if any(i >= 100 for i in ids):
+                raise ValueError(f"ids must be < 100; got {ids}")
+            return super().decode(ids)
+
+    tok = Strict()
+    ids = tok.encode("yes")
+    assert ev.decode_generated(tok, [0, 120, *ids, 5000, 1]) == "yes"
+
+
 def test_axg_limit_keeps_pairs():
     tok = WordTokenizer()
     results = sg.evaluate(LookupModel(tok, {}), tok, "axg", DATA, "val", limit=3)
@@ -961,22 +973,29 @@ def test_cli_format(capsys):
 
 
 def test_cli_evaluate_with_a_saved_checkpoint(tmp_path, capsys):
-    import sentencepiece as spm
+    from t5edu.tokenizer import train_tokenizer
 
     texts = [e.inputs for t in SAMPLE_COUNTS for e in sg.load_examples(t, DATA, "val")]
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts * 3), model_prefix=str(tmp_path / "spiece"), vocab_size=120,
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2, model_type="unigram",
-        hard_vocab_limit=False,
-    )  # fmt: skip
-    model = _tiny_hf_t5(120)
-    model.save_pretrained(tmp_path / "ckpt")
-    (tmp_path / "ckpt" / "spiece.model").write_bytes((tmp_path / "spiece.model").read_bytes())
+    ckpt = tmp_path / "ckpt"
+    train_tokenizer(texts, vocab_size=300).save_pretrained(ckpt)
+    cfg = t5edu.T5Config(vocab_size=300, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
+    torch.manual_seed(0)
+    t5edu.T5ForConditionalGeneration(cfg).save_pretrained(ckpt)
     out = tmp_path / "res.json"
-    argv = ["evaluate", "--model", str(tmp_path / "ckpt"), "--model-backend", "hf", "--task",
-            "rte,cb", "--data", str(DATA), "--limit", "2", "--output", str(out)]  # fmt: skip
+    argv = ["evaluate", "--model", str(ckpt), "--task", "rte,cb", "--task", "axg", "--data",
+            str(DATA), "--limit", "2", "--output", str(out)]  # fmt: skip
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| RTE |" in printed and "| CB |" in printed and "partial: 2 of 8" in printed
+    assert "| RTE |" in printed and "| CB |" in printed and "| AX-g |" in printed
+    assert "SuperGLUE score:" in printed and "(partial: 2 of 8 tasks)" in printed
     saved = json.loads(out.read_text())
-    assert set(saved["tasks"]) == {"rte", "cb"} and saved["tasks"]["rte"]["n"] == 2
+    assert set(saved["tasks"]) == {"rte", "cb", "axg"} and saved["tasks"]["rte"]["n"] == 2
+    assert 0.0 <= saved["superglue_score"] <= 100.0
+
+
+def test_cli_names_a_missing_tokenizer(tmp_path):
+    cfg = t5edu.T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
+    t5edu.T5ForConditionalGeneration(cfg).save_pretrained(tmp_path)
+    argv = ["evaluate", "--model", str(tmp_path), "--task", "rte", "--data", str(DATA)]
+    with pytest.raises(FileNotFoundError, match="spiece.model"):
+        cli.main(argv)

@@ -33,13 +33,17 @@ def load_model(path, backend: str = "t5edu"):
 
 
 def load_tokenizer(path):
-    """A SentencePiece model file (T5's `spiece.model`) as a tokenizer with encode/decode."""
-    import sentencepiece as spm
+    """A T5 SentencePiece model (`spiece.model`, or a folder holding it) as `t5edu`'s tokenizer.
+
+    Raises:
+        FileNotFoundError: naming the path when there is no such file.
+    """
+    from t5edu.tokenizer import T5Tokenizer
 
     path = Path(path)
-    if not path.is_file():
+    if not (path.is_file() or (path / "spiece.model").is_file()):
         raise FileNotFoundError(f"tokenizer file not found: {path} (pass --tokenizer PATH)")
-    return spm.SentencePieceProcessor(model_file=str(path))
+    return T5Tokenizer.load(path)
 
 
 def _parser() -> argparse.ArgumentParser:

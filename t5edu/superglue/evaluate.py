@@ -80,11 +80,26 @@ def encode_batch(tokenizer, texts: Sequence[str], max_input_length: int):
 
 
 def decode_generated(tokenizer, ids) -> str:
-    """Text of one generated row: up to the first EOS, pads (and the start token) dropped."""
+    """Text of one generated row: up to the first EOS, pads (and the start token) dropped.
+
+    Never raises on what a model emits: if the tokenizer refuses an id (e.g. one of the padding
+    rows of a 32128-row embedding that a 32100-token vocabulary lacks), the ids are decoded one by
+    one and the refused ones dropped.
+    """
     pad, eos = special_token_id(tokenizer, "pad", 0), special_token_id(tokenizer, "eos", 1)
     ids = [int(i) for i in ids]
     ids = ids[: ids.index(eos)] if eos in ids else ids
-    return tokenizer.decode([i for i in ids if i != pad])
+    ids = [i for i in ids if i != pad]
+    try:
+        return tokenizer.decode(ids)
+    except (ValueError, IndexError, KeyError, TypeError, RuntimeError):
+        pieces = []
+        for i in ids:
+            try:
+                pieces.append(tokenizer.decode([i]))
+            except (ValueError, IndexError, KeyError, TypeError, RuntimeError):
+                continue
+        return " ".join(p for p in pieces if p)
 
 
 def _model_device(model) -> torch.device:

@@ -28,12 +28,11 @@ import platform
 import re
 import sysconfig
 import tempfile
-import textwrap
 import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CORPUS_FORMAT = 1  # bump when the extraction changes, so old caches are not reused
+CORPUS_FORMAT = 2  # bump when the extraction changes, so old caches are not reused
 SPLITS = ("train", "validation", "test")
 DEFAULT_SPLIT_FRACTIONS = (0.9, 0.05, 0.05)  # train, validation, test
 # Directories of the standard library that hold tests, demos, vendored or generated files.
@@ -155,6 +154,17 @@ def stdlib_module_files(stdlib_dir: str | os.PathLike | None = None) -> dict[str
     return files
 
 
+def _dedent(lines: list[str], indent: int) -> str:
+    """Remove the def's own indentation from each line that has it.
+
+    `textwrap.dedent` gives up when a multi-line string inside the function starts a line at
+    column 0; lines shorter in indentation than the def (string contents) are kept as they are.
+    """
+    return "".join(
+        line[indent:] if line[:indent].isspace() or not line.strip() else line for line in lines
+    )
+
+
 def _summary(docstring: str) -> str:
     """The docstring's first sentence, whitespace collapsed (PEP 257's summary)."""
     first_paragraph = " ".join(docstring.strip().split("\n\n")[0].split())
@@ -185,7 +195,7 @@ def _function_example(node, lines, module, qualname, split, max_source_chars):
     if d.lineno == node.lineno or lines[d.end_lineno - 1][d.end_col_offset :].strip():
         return None
     kept = lines[node.lineno - 1 : d.lineno - 1] + lines[d.end_lineno : node.end_lineno]
-    source = textwrap.dedent("".join(kept)).rstrip() + "\n"
+    source = _dedent(kept, node.col_offset).rstrip() + "\n"
     summary = _summary(doc)
     if len(source) > max_source_chars or len(summary.split()) < 3:
         return None
@@ -217,7 +227,7 @@ def _read_module(module, path, fractions, max_source_chars, seen_sources, stats)
                     docs.append(Document(module, "class_doc", split, class_doc))
                 visit(child, f"{prefix}{child.name}.")
             elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-                code = textwrap.dedent("".join(lines[child.lineno - 1 : child.end_lineno]))
+                code = _dedent(lines[child.lineno - 1 : child.end_lineno], child.col_offset)
                 docs.append(Document(module, "function", split, code))
                 stats["functions_seen"] += 1
                 ex = _function_example(
@@ -283,7 +293,10 @@ def build_stdlib_corpus(
         raise ValueError(f"empty corpus: no Python modules found under stdlib_dir={stdlib_dir!r}")
     names = sorted(files)
     if max_modules is not None:
-        chosen = set(sorted(names, key=lambda n: hashlib.sha256(n.encode()).digest())[:max_modules])
+        # A hash other than split_of's, so the sample is not biased towards one split.
+        chosen = set(
+            sorted(names, key=lambda n: hashlib.sha256(f"pick/{n}".encode()).digest())[:max_modules]
+        )
         names = [n for n in names if n in chosen]
     stats = {
         "modules": len(names),

@@ -27,6 +27,8 @@ from t5edu.t5_attention import T5Attention
 from t5edu.t5_blocks import T5Block
 from t5edu.t5_stacks import T5Decoder, T5Encoder
 from t5edu.t5_model import Seq2SeqLMOutput, T5ForConditionalGeneration, T5Model
+from t5edu.generation import generate
+from t5edu.hf import from_hf, from_pretrained, save_pretrained, to_hf
 
 # Modern techniques: GLU feed-forwards, RoPE, ALiBi (chapters 6-8)
 from t5edu.glu import (

@@ -11,7 +11,7 @@ from t5edu.relative_position import check_bucket_settings
 
 POSITION_ENCODINGS = ("relative_bias", "rope", "alibi")
 
-# Fields beyond HF's T5Config, written to config.json only when not at their default.
+# Fields beyond HF's T5Config (absent from HF config.json files).
 _T5EDU_FIELDS = ("position_encoding", "norm_type", "rope_base")
 
 
@@ -203,12 +203,24 @@ class T5Config:
         kwargs.update(overrides)
         return cls(**kwargs)
 
+    def to_dict(self) -> dict:
+        """Every field but the run-time `attention_backend`, JSON-ready (our checkpoints of
+        variants HF cannot run, such as RoPE or ALiBi T5s, store this)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out.pop("attention_backend")
+        return out
+
+    @property
+    def is_hf_compatible(self) -> bool:
+        """Whether HF's T5 can run this config (relative bias, RMSNorm)."""
+        return self.position_encoding == "relative_bias" and self.norm_type == "rmsnorm"
+
     def to_hf_dict(self) -> dict:
         """The config.json dict HF writes for this model (no transformers import needed).
 
         Raises ValueError when HF's T5 cannot represent the config (RoPE/ALiBi, another norm).
         """
-        if self.position_encoding != "relative_bias" or self.norm_type != "rmsnorm":
+        if not self.is_hf_compatible:
             raise ValueError(
                 "HF's T5 supports only position_encoding='relative_bias' and norm_type='rmsnorm'; "
                 f"got position_encoding={self.position_encoding!r}, norm_type={self.norm_type!r}"
@@ -216,8 +228,8 @@ class T5Config:
         gated, act = FEED_FORWARD_PROJ[self.feed_forward_proj]
         # HF spells every GLU "gated-<act>", and maps "gated-gelu" onto the tanh GELU.
         proj = ("gated-gelu" if act == "gelu_new" else f"gated-{act}") if gated else act
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for key in ("attention_backend", *_T5EDU_FIELDS):
+        out = self.to_dict()
+        for key in _T5EDU_FIELDS:
             out.pop(key)
         out.update(
             feed_forward_proj=proj,
@@ -227,15 +239,16 @@ class T5Config:
         )
         return out
 
-    def to_hf(self):
-        """A `transformers.T5Config` equal to this one (see `to_hf_dict`)."""
+    def to_hf(self, **hf_kwargs):
+        """A `transformers.T5Config` equal to this one (see `to_hf_dict`); `hf_kwargs` (e.g.
+        `attn_implementation="eager"`) go to its constructor."""
         import transformers
 
         d = self.to_hf_dict()
         for key in ("model_type", "architectures"):
             d.pop(key)
         scale = d.pop("scale_decoder_outputs")
-        hf = transformers.T5Config(**d)
+        hf = transformers.T5Config(**d, **hf_kwargs)
         if hasattr(hf, "scale_decoder_outputs"):
             # transformers 5 ties the weights whatever the config says; to_hf(model) unties them.
             hf.scale_decoder_outputs = scale

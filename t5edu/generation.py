@@ -1,0 +1,147 @@
+"""Decoding: greedy, sampling and beam search with the KV cache, token-identical to HF (ch. 4).
+
+B batch, K beams, S source length, L max output length, V vocab_size, D d_model.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from t5edu.kv_cache import T5Cache
+from t5edu.logits_processing import check_generate_args, warp_logits
+from t5edu.t5_checks import check_ids, check_mask
+
+
+class _Decoder:
+    """One decoding session: encoder output computed once, cache allocated once, bias table
+    computed once; `step(tokens)` returns float32 next-token logits `(N, V)`."""
+
+    def __init__(self, model, input_ids, attention_mask, max_length, use_cache, repeat=1):
+        self.model, self.use_cache = model, use_cache
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # nothing to hide: skip masking in every cross-attention
+        enc = model.encoder(input_ids, attention_mask).last_hidden_state  # (B, S, D)
+        if repeat > 1:  # each beam attends to its own copy of its input's encoding
+            enc = enc.repeat_interleave(repeat, dim=0)  # (B*K, S, D)
+            if attention_mask is not None:
+                attention_mask = attention_mask.repeat_interleave(repeat, dim=0)
+        self.enc, self.enc_mask = enc, attention_mask
+        self.cache = T5Cache(len(model.decoder.block), max_length) if use_cache else None
+        # Positions never exceed max_length: one (1, H, L, L) table, sliced per step.
+        self.bias = model.decoder.position_bias(max_length, max_length)
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: the newest `(N, 1)` with a cache, else the whole prefix `(N, T)`."""
+        t = self.cache.length if self.use_cache else 0
+        n = t + tokens.shape[1]
+        bias = None if self.bias is None else self.bias[:, :, t:n, :n]
+        h = self.model.decoder(
+            tokens, self.enc, self.enc_mask, None, None, self.cache, self.use_cache, bias
+        ).last_hidden_state
+        return self.model.logits_from_hidden(h[:, -1:])[:, 0].float()  # (N, V)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
+def _infer_mask(input_ids, attention_mask, config):
+    # As HF: without a mask, pad tokens in the input are hidden (when pad differs from EOS).
+    if attention_mask is None and config.pad_token_id != config.eos_token_id:
+        if bool((input_ids == config.pad_token_id).any()):
+            return (input_ids != config.pad_token_id).long()
+    return attention_mask
+
+
+@torch.no_grad()
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    max_new_tokens: int = 20,
+    num_beams: int = 1,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Generate `(B, out_len)` token ids starting with `decoder_start_token_id`, as HF's generate.
+
+    Args:
+        input_ids `(B, S)`, attention_mask `(B, S)` (default: hide pad tokens, as HF).
+        max_new_tokens: tokens after the start token (out_len <= 1 + max_new_tokens).
+        num_beams: 1 = greedy/sampling; > 1 = beam search (HF's algorithm: 2K candidates per
+            step, finished hypotheses scored as sum of log-probs / length**length_penalty).
+        do_sample, temperature, top_k, top_p: sampling (with num_beams > 1, beams are drawn
+            without replacement from the accumulated scores, as HF). temperature/top_k/top_p
+            apply only when do_sample (as HF).
+        early_stopping: beam search only. False (HF's default heuristic: stop when the best
+            running beam, scored at its current length, cannot beat the worst finished one),
+            True (stop when K hypotheses are finished), or "never" (the exact criterion).
+        use_cache: reuse keys/values (identical tokens, much faster).
+        generator: torch.Generator for sampling (default: the global RNG).
+
+    Returns:
+        int64 `(B, out_len)`. Greedy/sampling: a row that emitted EOS gets pad_token_id after
+        it; the output ends when every row has finished or at max_new_tokens. Beam search: the
+        best hypothesis per row, cropped to the longest of them; shorter rows are filled with
+        EOS when pad_token_id is 0, as HF's beam search does (it fills with `pad or eos`).
+
+    Raises:
+        ValueError: naming the argument, for bad ids/mask or generation settings.
+
+    Source: HF `GenerationMixin._sample` / `_beam_search` (transformers 4.50+ vectorised beam
+    search), whose outputs tests/test_generation.py checks token for token. Chapter 4.
+    """
+    config = model.config
+    check_ids("input_ids", input_ids, config.vocab_size)
+    check_mask("attention_mask", attention_mask, input_ids.shape)
+    check_generate_args(max_new_tokens, num_beams, temperature, top_k, top_p, early_stopping)
+    attention_mask = _infer_mask(input_ids, attention_mask, config)
+    if num_beams == 1:
+        return _greedy_or_sample(
+            model, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k,
+            top_p, use_cache, generator,
+        )  # fmt: skip
+    from t5edu.beam_search import beam_search
+
+    dec = _Decoder(model, input_ids, attention_mask, 1 + max_new_tokens, use_cache, num_beams)
+    return beam_search(
+        dec, config, input_ids.shape[0], num_beams, max_new_tokens, length_penalty,
+        early_stopping, use_cache,
+        warp=(lambda s: warp_logits(s, temperature, top_k, top_p)) if do_sample else None,
+        generator=generator,
+    )  # fmt: skip
+
+
+def _greedy_or_sample(model, input_ids, attention_mask, max_new_tokens, do_sample, temperature,
+                      top_k, top_p, use_cache, generator):  # fmt: skip
+    config = model.config
+    b, length = input_ids.shape[0], 1 + max_new_tokens
+    dec = _Decoder(model, input_ids, attention_mask, length, use_cache)
+    out = torch.full((b, length), config.pad_token_id, dtype=torch.long, device=input_ids.device)
+    out[:, 0] = config.decoder_start_token_id
+    unfinished = torch.ones(b, dtype=torch.bool, device=input_ids.device)
+    pad, eos = config.pad_token_id, config.eos_token_id
+    cur = 1
+    while cur < length:
+        logits = dec.step(out[:, cur - 1 : cur] if use_cache else out[:, :cur])  # (B, V)
+        if do_sample:
+            probs = torch.softmax(warp_logits(logits, temperature, top_k, top_p), dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        else:
+            nxt = logits.argmax(dim=-1)
+        nxt = torch.where(unfinished, nxt, pad)
+        out[:, cur] = nxt
+        cur += 1
+        unfinished &= nxt != eos
+        if not bool(unfinished.any()):
+            break
+    return out[:, :cur]
+
+
+__all__ = ["generate"]

@@ -1,0 +1,261 @@
+"""Convert to and from HF Transformers, read and write HF checkpoint directories (chapter 3).
+
+Our parameter names are HF's, so a state dict maps 1:1; the only subtleties are the aliases of
+the shared embedding (`encoder.embed_tokens`, `decoder.embed_tokens`, a tied `lm_head`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from t5edu.config import T5Config
+from t5edu.t5_model import T5ForConditionalGeneration
+
+EMBEDDING_ALIASES = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+# In checkpoints of older transformers releases; HF ignores it too (cross-attention has no bias).
+UNUSED_KEYS = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
+
+
+def _canonical_state_dict(model: nn.Module, state_dict: dict) -> dict:
+    """Checkpoint tensors keyed like `model.state_dict()`, aliases resolved, or ValueError."""
+    sd = dict(state_dict)
+    for key in UNUSED_KEYS:
+        if key in sd:
+            warnings.warn(
+                f"ignoring {key}: T5's cross-attention has no position bias", stacklevel=3
+            )
+            del sd[key]
+    present = [k for k in EMBEDDING_ALIASES if k in sd]
+    for k in present[1:]:
+        if sd[k].shape != sd[present[0]].shape or not torch.equal(sd[k], sd[present[0]]):
+            raise ValueError(f"{k} differs from {present[0]}; T5 shares one embedding matrix")
+    if present:
+        for k in EMBEDDING_ALIASES:
+            sd.setdefault(k, sd[present[0]])
+    tied = getattr(model, "lm_head", None) is not None and (
+        model.lm_head.weight is model.shared.weight
+    )
+    if tied and present:
+        if "lm_head.weight" in sd and not torch.equal(sd["lm_head.weight"], sd["shared.weight"]):
+            raise ValueError(
+                "lm_head.weight differs from shared.weight but the config ties them; load it "
+                "with tie_word_embeddings=False"
+            )
+        sd["lm_head.weight"] = sd["shared.weight"]
+    want = model.state_dict()
+    missing = sorted(set(want) - set(sd))
+    unexpected = sorted(set(sd) - set(want))
+    misshaped = [
+        f"{k}: checkpoint {tuple(sd[k].shape)}, model {tuple(want[k].shape)}"
+        for k in sorted(set(sd) & set(want))
+        if sd[k].shape != want[k].shape
+    ]
+    if missing or unexpected or misshaped:
+        raise ValueError(
+            "checkpoint does not fit the model (config mismatch?):\n"
+            f"  missing: {missing}\n  unexpected: {unexpected}\n  mis-shaped: {misshaped}"
+        )
+    return sd
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: dict, keep_dtypes: bool = False) -> None:
+    """Copy a (HF-named) state dict into `model`, refusing anything that does not fit.
+
+    Raises:
+        ValueError: listing by name the missing, unexpected and mis-shaped tensors, and for
+            embedding aliases that disagree. Known-unused keys of old HF checkpoints are dropped
+            with a warning. keep_dtypes: give each parameter the checkpoint's dtype (HF keeps
+            `wo` in float32 in half-precision models).
+    """
+    sd = _canonical_state_dict(model, state_dict)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, target in model.state_dict(keep_vars=True).items():
+            src = sd[name]
+            if keep_dtypes and src.dtype != target.dtype and name in params:
+                target.data = src.detach().to(target.device, copy=True)
+            else:
+                target.copy_(src)
+
+
+def from_hf(hf_model, attention_backend: str = "naive") -> T5ForConditionalGeneration:
+    """Our `T5ForConditionalGeneration` with the weights, dtypes and device of an HF one.
+
+    Tying is read from the weights (transformers 5 ties whatever the config says), the rescale
+    from `scale_decoder_outputs` (transformers 5) or `tie_word_embeddings` (earlier releases).
+    Returned in eval mode if the HF model is in eval mode. Raises ValueError as
+    `load_state_dict_strict`.
+    """
+    hf_cfg = hf_model.config
+    tied = hf_model.lm_head.weight is hf_model.shared.weight
+    scale = getattr(hf_cfg, "scale_decoder_outputs", None)
+    scale = hf_cfg.tie_word_embeddings if scale is None else scale
+    config = T5Config.from_hf(
+        hf_cfg,
+        tie_word_embeddings=tied,
+        scale_decoder_outputs=bool(scale),
+        attention_backend=attention_backend,
+    )
+    w = hf_model.shared.weight
+    model = T5ForConditionalGeneration(config).to(device=w.device, dtype=w.dtype)
+    load_state_dict_strict(model, hf_model.state_dict(), keep_dtypes=True)
+    return model.train(hf_model.training)
+
+
+def to_hf(model: T5ForConditionalGeneration, attn_implementation: str | None = None):
+    """A `transformers.T5ForConditionalGeneration` with our weights, dtypes and device.
+
+    `attn_implementation` ("eager", "sdpa") is passed to HF's config. An untied head stays
+    untied (transformers 5 ties on construction; the head is given back its own tensor).
+    Raises ValueError for configs HF cannot run (see `T5Config.to_hf`).
+    """
+    import transformers
+
+    kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    hf = transformers.T5ForConditionalGeneration(model.config.to_hf(**kwargs))
+    if not model.config.tie_word_embeddings and hf.lm_head.weight is hf.shared.weight:
+        hf.lm_head.weight = nn.Parameter(hf.lm_head.weight.detach().clone())
+    hf.to(device=model.device, dtype=model.dtype)
+    load_state_dict_strict(hf, model.state_dict(), keep_dtypes=True)
+    return hf.train(model.training)
+
+
+# --- checkpoint directories -------------------------------------------------------------------
+def _checkpoint_state_dict(directory: Path) -> dict:
+    """All tensors of model.safetensors (sharded or not), else pytorch_model.bin."""
+    from safetensors.torch import load_file
+
+    for name, loader in (
+        ("model.safetensors", load_file),
+        ("pytorch_model.bin", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
+    ):
+        if (directory / name).is_file():
+            return loader(directory / name)
+        index = directory / f"{name}.index.json"
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            out = {}
+            for shard in shards:
+                out.update(loader(directory / shard))
+            return out
+    raise ValueError(
+        f"path_or_name: {directory} has no model.safetensors or pytorch_model.bin (or index)"
+    )
+
+
+def _download(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["config.json", "*.safetensors", "model.safetensors.index.json"]
+    path = Path(snapshot_download(name, allow_patterns=patterns))
+    if not any(path.glob("*.safetensors")):
+        path = Path(snapshot_download(name, allow_patterns=["config.json", "pytorch_model*"]))
+    return path
+
+
+def from_pretrained(
+    path_or_name: str | os.PathLike,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    allow_download: bool = False,
+    attention_backend: str = "naive",
+    **config_overrides,
+) -> T5ForConditionalGeneration:
+    """Load an HF T5 checkpoint directory (config.json + model.safetensors or pytorch_model.bin,
+    sharded or not) into our `T5ForConditionalGeneration`, in eval mode.
+
+    Args:
+        path_or_name: a directory; a hub name (e.g. "google-t5/t5-small") only with
+            `allow_download=True` (the default never touches the network).
+        dtype: parameter dtype (default float32, whatever the checkpoint stores).
+        device: where to put the model (default CPU).
+        attention_backend, config_overrides: set config fields (e.g. dropout_rate=0.0).
+
+    Tying follows the tensors: a checkpoint without `lm_head.weight`, or with one equal to the
+    embedding, is tied; the rescale follows `scale_decoder_outputs` (transformers 5) or else
+    `tie_word_embeddings`, as HF. Raises ValueError naming missing, unexpected and mis-shaped
+    tensors, or a path that is not a checkpoint directory.
+    """
+    directory = Path(path_or_name)
+    if not directory.is_dir():
+        if not allow_download:
+            raise ValueError(
+                f"path_or_name: no directory {str(path_or_name)!r}; to fetch a hub model pass "
+                "allow_download=True"
+            )
+        directory = _download(str(path_or_name))
+    raw = json.loads((directory / "config.json").read_text())
+    sd = _checkpoint_state_dict(directory)
+    shared = next((sd[k] for k in EMBEDDING_ALIASES if k in sd), None)
+    tie_flag = raw.get("tie_word_embeddings", True)
+    scale = raw.get("scale_decoder_outputs", tie_flag)
+    if "lm_head.weight" not in sd:
+        # A transformers-4 config that says untied yet has no head: genuinely missing.
+        tied = tie_flag or "scale_decoder_outputs" in raw
+    else:
+        tied = shared is not None and torch.equal(sd["lm_head.weight"], shared)
+    fields = {"tie_word_embeddings": tied, "scale_decoder_outputs": bool(scale)}
+    fields.update(attention_backend=attention_backend, **config_overrides)
+    config = T5Config.from_hf(raw, **fields)
+    model = _build_empty(config)
+    load_state_dict_strict(model, sd)
+    return model.to(device=device or "cpu", dtype=dtype or torch.float32).eval()
+
+
+def _build_empty(config: T5Config) -> T5ForConditionalGeneration:
+    """The model with uninitialised float32 CPU weights (every one is loaded next), skipping
+    the random initialisation that costs minutes on billion-parameter models."""
+    if config.position_encoding != "relative_bias":
+        return T5ForConditionalGeneration(config)  # ALiBi/RoPE state would need rebuilding
+    with torch.device("meta"):
+        model = T5ForConditionalGeneration(config)
+    model = model.to_empty(device="cpu")
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.shared.weight  # to_empty gives each module its own tensor
+    return model
+
+
+def save_pretrained(model: T5ForConditionalGeneration, path: str | os.PathLike) -> None:
+    """Write config.json and model.safetensors that `transformers` (and `from_pretrained`) load.
+
+    Each file is written to a temporary name in the directory and moved into place with
+    `os.replace`, so an interrupted save never leaves a truncated file under the real name.
+    The shared embedding is stored once as `shared.weight` (its aliases are omitted, as HF
+    does); `lm_head.weight` is stored when untied. Variants HF cannot run (RoPE, ALiBi, other
+    norms) get `model_type: "t5edu"` so that transformers refuses them instead of misreading.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    if config.is_hf_compatible:
+        meta = config.to_hf_dict()
+    else:
+        meta = {
+            **config.to_dict(),
+            "model_type": "t5edu",
+            "architectures": ["T5ForConditionalGeneration"],
+        }
+    meta["dtype"] = str(model.dtype).removeprefix("torch.")
+    skip = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
+    if config.tie_word_embeddings:
+        skip.add("lm_head.weight")
+    tensors = {
+        k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if k not in skip
+    }
+    tmp = directory / f".model.safetensors.tmp{os.getpid()}"
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, directory / "model.safetensors")
+    tmp = directory / f".config.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, directory / "config.json")
+
+
+__all__ = ["from_hf", "to_hf", "from_pretrained", "save_pretrained", "load_state_dict_strict"]

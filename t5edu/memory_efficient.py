@@ -31,16 +31,25 @@ QUERY_CHUNK = 512
 KEY_CHUNK = 1024
 
 
-def summarize_chunk(q, k, v, bias, keep, scale):
+def summarize_chunk(q, k, v, bias, pad, causal, i0, j0, offset, scale):
     """One key chunk's `(numerator (B, H, qc, Dh), denominator (B, H, qc), max (B, H, qc))`.
 
-    Hidden keys get a finite fill (not -inf) and are zeroed after the exp, so a chunk, or a whole
-    row, with no visible key gives zeros and zero gradients rather than NaN.
+    `pad` is the chunk's `(B, 1, 1, kc)` padding mask or None; the causal triangle (keys
+    j <= i + offset, offset = Tk - Tq) is rebuilt here from the chunk's first query i0 and key j0
+    rather than passed in, so checkpointing saves no (qc, kc) tensor. Hidden keys get a finite
+    fill (not -inf) and are zeroed after the exp, so a chunk, or a whole row, with no visible key
+    gives zeros and zero gradients rather than NaN.
     """
     acc = accumulation_dtype(q.dtype)
     s = torch.matmul(q, k.transpose(-1, -2)).to(acc) * scale  # (B, H, qc, kc)
     if bias is not None:
         s = s + bias.to(acc)
+    keep = pad
+    if causal:
+        rows = torch.arange(i0, i0 + q.shape[2], device=q.device)[:, None]
+        cols = torch.arange(j0, j0 + k.shape[2], device=q.device)[None, :]
+        tri = cols <= rows + offset  # (qc, kc)
+        keep = tri if keep is None else keep & tri
     if keep is not None:
         s = s.masked_fill(~keep, torch.finfo(acc).min)
     # The max only keeps exp() in range; the result does not depend on it (paper: stop_gradient).
@@ -51,17 +60,6 @@ def summarize_chunk(q, k, v, bias, keep, scale):
     return torch.matmul(p, v.to(acc)), p.sum(dim=-1), m.squeeze(-1)
 
 
-def chunk_keep(mask, causal, i0, i1, j0, j1, q_len, k_len, device):
-    """Bool visibility of keys j0..j1 to queries i0..i1, `(B|1, 1, qc|1, kc)`, or None."""
-    keep = None if mask is None else mask[:, None, None, j0:j1]  # (B, 1, 1, kc)
-    if causal:
-        rows = torch.arange(i0, i1, device=device)[:, None]
-        cols = torch.arange(j0, j1, device=device)[None, :]
-        tri = cols <= rows + (k_len - q_len)  # (qc, kc)
-        keep = tri if keep is None else keep & tri
-    return keep
-
-
 def attend_query_chunk(q_i, k, v, bias4, mask, causal, scale, i0, key_chunk, q_len):
     """Attention output for queries i0..i0+qc: summarise key chunks, merge at the common max."""
     k_len = k.shape[2]
@@ -70,17 +68,11 @@ def attend_query_chunk(q_i, k, v, bias4, mask, causal, scale, i0, key_chunk, q_l
     for j0 in range(0, key_end(i1, q_len, k_len, causal), key_chunk):
         j1 = min(j0 + key_chunk, k_len)
         b = None if bias4 is None else bias_tile(bias4, i0, i1, j0, j1)
-        keep = chunk_keep(mask, causal, i0, i1, j0, j1, q_len, k_len, q_i.device)
+        pad = None if mask is None else mask[:, None, None, j0:j1]  # (B, 1, 1, kc)
         num, den, m = checkpoint(
-            summarize_chunk,
-            q_i,
-            k[:, :, j0:j1],
-            v[:, :, j0:j1],
-            b,
-            keep,
-            scale,
-            use_reentrant=False,
-        )
+            summarize_chunk, q_i, k[:, :, j0:j1], v[:, :, j0:j1], b, pad, causal, i0, j0,
+            k_len - q_len, scale, use_reentrant=False,
+        )  # fmt: skip
         nums.append(num)
         dens.append(den)
         maxes.append(m)

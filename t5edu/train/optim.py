@@ -1,0 +1,161 @@
+"""Optimizers for T5: AdamW with per-matrix RMS step scaling (nanoT5) and Adafactor (T5's own).
+
+Chapter 11 teaches both. `build_optimizer` is the one entry point the trainer and the CLI use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("adamw_scale", "adamw", "adafactor")
+
+
+def _rms(p: torch.Tensor) -> torch.Tensor:
+    """Root mean square of a whole parameter, gathered first when FSDP2 shards it (a DTensor)."""
+    norm = torch.linalg.vector_norm(p.detach().float())
+    if hasattr(norm, "full_tensor"):  # a DTensor: the local shard's norm is only a partial sum
+        norm = norm.full_tensor()
+    return norm / math.sqrt(p.numel())
+
+
+class AdamWScale(torch.optim.Optimizer):
+    """AdamW whose step for each tensor is multiplied by that tensor's RMS (the nanoT5 recipe).
+
+    Update for a parameter `p` (any shape) with gradient `g`, at step t (1-based):
+
+        m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
+        p <- p (1 - lr wd)
+        p <- p - lr * max(min_scale, RMS(p)) * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+    The factor `max(min_scale, RMS(p))` is Adafactor's "relative step size" (Shazeer & Stern 2018,
+    section 8) grafted onto Adam: a matrix whose entries are O(1) moves O(lr) per step, one whose
+    entries are O(0.01) moves 100x less, so one learning rate suits embeddings and projections
+    alike. Nawrot's nanoT5 (github.com/PiotrNawrot/nanoT5, `AdamWScale` in
+    `nanoT5/utils/copied_utils.py`, a modified HF AdamW) found that this lets AdamW train T5 with a
+    large lr (2e-2, cosine schedule) as well as Adafactor does. RMS is measured before the step,
+    with `min_scale = 1e-3` as in nanoT5. Differences from nanoT5, both deliberate: eps is added
+    after bias correction and the decoupled decay comes before the step, as in
+    `torch.optim.AdamW`, so that with `scale_by_rms=False` this is exactly torch's AdamW (tested).
+    eps defaults to nanoT5's 1e-6.
+    The decay uses the group lr, not the RMS-scaled one, as in nanoT5.
+
+    State per parameter: `step`, `exp_avg`, `exp_avg_sq` (float32 for float32 parameters), the
+    same names as torch's AdamW.
+
+    Raises:
+        ValueError: for a negative `lr`, `eps`, `weight_decay` or `min_scale`, or betas outside
+            [0, 1).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter] | Iterable[dict],
+        lr: float = 2e-2,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        scale_by_rms: bool = True,
+        min_scale: float = 1e-3,
+    ):
+        for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
+            if value < 0.0:
+                raise ValueError(f"AdamWScale: {name} must be >= 0; got {value}")
+        if min_scale < 0.0:
+            raise ValueError(f"AdamWScale: min_scale must be >= 0; got {min_scale}")
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"AdamWScale: betas must lie in [0, 1); got {betas}")
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            scale_by_rms=scale_by_rms,
+            min_scale=min_scale,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns `closure()` if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = state["step"].item()
+                lr = group["lr"]
+                # Measured before this step changes p, so the scale is the tensor's current size.
+                scale = max(group["min_scale"], _rms(p).item()) if group["scale_by_rms"] else 1.0
+                p.mul_(1.0 - lr * group["weight_decay"])
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.lerp_(p.grad, 1.0 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
+                bias1, bias2 = 1.0 - beta1**t, 1.0 - beta2**t
+                denom = (exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(group["eps"])
+                p.addcdiv_(exp_avg, denom, value=-lr * scale / bias1)
+        return loss
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: matrices (decayed) and vectors such as norm scales and biases (never decayed).
+
+    Decay pulls weights towards 0; applied to an RMSNorm scale it would pull the layer's output
+    towards 0 too, which is why every T5 recipe exempts 1-D parameters.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    matrices = [p for p in params if p.ndim >= 2]
+    vectors = [p for p in params if p.ndim < 2]
+    groups = [{"params": matrices, "weight_decay": weight_decay}]
+    if vectors:
+        groups.append({"params": vectors, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str = "adamw_scale",
+    lr: float = 2e-2,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
+    """The optimizer named `name` over `model`'s trainable parameters.
+
+    - `"adamw_scale"`: `AdamWScale`, the nanoT5 recipe (lr about 2e-2 with a cosine schedule).
+    - `"adamw"`: `torch.optim.AdamW` (lr about 1e-3; no RMS scaling).
+    - `"adafactor"`: `torch.optim.Adafactor` with T5's settings: factored second moments, no
+      first moment, decay exponent -0.8, update clipping at RMS 1, step scaled by the parameter's
+      RMS (floor 1e-3), step size `min(lr, 1/sqrt(t))`. These are the semantics of
+      `transformers.optimization.Adafactor(scale_parameter=True, relative_step=True)` and of the
+      Mesh TensorFlow optimizer T5 was trained with; with lr = 1e-2, torch's built-in
+      `min(lr, 1/sqrt(t))` *is* T5's inverse-square-root schedule with 10^4 warm-up steps.
+      (tests/test_train.py checks it step by step against HF's Adafactor.)
+
+    Raises:
+        ValueError: if `name` is not one of `OPTIMIZERS`, or for a negative `lr`/`weight_decay`.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer name must be one of {OPTIMIZERS}; got {name!r}")
+    if lr < 0 or weight_decay < 0:
+        raise ValueError(
+            f"lr and weight_decay must be >= 0; got lr={lr}, weight_decay={weight_decay}"
+        )
+    groups = param_groups(model, weight_decay)
+    if name == "adamw_scale":
+        return AdamWScale(groups, lr=lr, betas=betas)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    return torch.optim.Adafactor(groups, lr=lr, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0)

@@ -1,0 +1,418 @@
+"""The trainer's parts: schedules, optimizers, accumulation, checkpointing, precision, errors.
+
+References: HF `transformers.optimization` (schedules, Adafactor), `torch.optim.AdamW`, closed
+forms of the schedules, `rouge_score`. Tiny models and a few steps keep this file fast.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import transformers
+from transformers import optimization as hf_optim
+
+from t5edu.config import T5Config
+from t5edu.data import collate
+from t5edu.t5_model import T5ForConditionalGeneration
+from t5edu.train import (
+    AdamWScale,
+    CosineSchedule,
+    InverseSqrtSchedule,
+    ResumableSampler,
+    TrainConfig,
+    Trainer,
+    apply_activation_checkpointing,
+    build_optimizer,
+    build_scheduler,
+    exact_match,
+    find_blocks,
+    make_schedule,
+    read_metrics,
+    rouge_l,
+    saved_activation_bytes,
+)
+from t5edu.train.toy import decode_ids, reverse_task
+
+VOCAB = 64
+
+
+def tiny_t5(seed: int = 0, dropout: float = 0.0, layers: int = 2) -> T5ForConditionalGeneration:
+    torch.manual_seed(seed)
+    cfg = T5Config(
+        vocab_size=VOCAB, d_model=16, d_kv=8, d_ff=32, num_layers=layers, num_heads=2,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=dropout,
+    )  # fmt: skip
+    return T5ForConditionalGeneration(cfg)
+
+
+def tiny_hf_t5(seed: int = 0) -> transformers.T5ForConditionalGeneration:
+    torch.manual_seed(seed)
+    cfg = transformers.T5Config(
+        vocab_size=VOCAB, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
+        feed_forward_proj="gated-gelu", dropout_rate=0.0,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+    return transformers.T5ForConditionalGeneration(cfg)
+
+
+def trainer(model, data=None, **overrides) -> Trainer:
+    kw = dict(steps=4, batch_size=8, lr=1e-2, warmup_steps=1, eval_every=0, progress=False)
+    kw.update(overrides)
+    data = reverse_task(64, VOCAB) if data is None else data
+    return Trainer(model, TrainConfig(**kw), data, collate)
+
+
+def grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+# --------------------------------------------------------------------------- schedules
+@pytest.mark.parametrize("warmup,total,min_ratio", [(0, 10, 0.0), (3, 20, 0.0), (5, 40, 0.1)])
+def test_cosine_matches_hf_and_closed_form(warmup, total, min_ratio):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    hf = hf_optim.get_cosine_with_min_lr_schedule_with_warmup(
+        opt, warmup, total, min_lr_rate=min_ratio
+    )
+    ours = CosineSchedule(warmup, total, min_ratio)
+    for s in range(total + 3):
+        want = hf.lr_lambdas[0](s)
+        closed = (
+            s / warmup
+            if s < warmup
+            else min_ratio
+            + (1 - min_ratio)
+            * 0.5
+            * (1 + math.cos(math.pi * min(1, (s - warmup) / (total - warmup))))
+        )
+        assert ours(s) == pytest.approx(closed, abs=1e-12)
+        if s <= total:  # beyond it HF's cosine rises again; ours stays at the floor
+            assert ours(s) == pytest.approx(want, abs=1e-12)
+    assert ours(warmup) == 1.0 and ours(total) == pytest.approx(min_ratio)
+
+
+@pytest.mark.parametrize("warmup", [1, 4, 10])
+def test_inverse_sqrt_matches_hf_and_t5_paper(warmup):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    hf = hf_optim.get_inverse_sqrt_schedule(opt, warmup, timescale=warmup)
+    linear, constant = InverseSqrtSchedule(warmup), InverseSqrtSchedule(warmup, "constant")
+    for s in range(1, 50):
+        assert linear(s) == pytest.approx(hf.lr_lambdas[0](s), abs=1e-12)
+        # T5 paper: lr = 1 / sqrt(max(n, k)), normalised by its peak 1 / sqrt(k)
+        assert constant(s) == pytest.approx(math.sqrt(warmup) / math.sqrt(max(s, warmup)))
+    assert linear(0) == 0.0 and constant(0) == 1.0
+
+
+def test_build_scheduler_drives_the_optimizer_lr():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    sched = build_scheduler(opt, "cosine", warmup_steps=2, total_steps=6)
+    seen = []
+    for _ in range(7):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([0.5 * CosineSchedule(2, 6)(s) for s in range(7)], abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (("cosine", 5, 5), "warmup_steps=5, total_steps=5"),
+        (("inverse_sqrt", 0, 10), "warmup_steps >= 1"),
+        (("warmup_cosine", 1, 10), "schedule name"),
+        (("constant", -1, 10), "warmup_steps"),
+    ],
+)
+def test_schedule_errors(args, match):
+    with pytest.raises(ValueError, match=match):
+        make_schedule(*args)
+
+
+# --------------------------------------------------------------------------- optimizers
+def _params(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(6, 5), (5,), (3, 4, 2)]
+    return [torch.nn.Parameter(torch.randn(s, generator=g) * 0.1) for s in shapes]
+
+
+def _random_grads(params, step):
+    g = torch.Generator().manual_seed(100 + step)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g)
+
+
+def test_adamw_scale_without_scaling_is_torch_adamw():
+    ours_p, ref_p = _params(), _params()
+    ours = AdamWScale(ours_p, lr=1e-2, eps=1e-8, weight_decay=0.1, scale_by_rms=False)
+    ref = torch.optim.AdamW(ref_p, lr=1e-2, eps=1e-8, weight_decay=0.1)
+    for step in range(6):
+        _random_grads(ours_p, step)
+        _random_grads(ref_p, step)
+        ours.step()
+        ref.step()
+    for a, b in zip(ours_p, ref_p, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=0)
+
+
+def test_adamw_scale_is_adamw_with_rms_scaled_lr():
+    """Reference: torch's AdamW, one group per tensor, lr set to lr * max(1e-3, RMS(p))."""
+    ours_p, ref_p = _params(), _params()
+    with torch.no_grad():
+        ref_p[1].zero_()  # an all-zero tensor: the 1e-3 floor applies
+        ours_p[1].zero_()
+    lr = 2e-2
+    ours = AdamWScale(ours_p, lr=lr)
+    ref = torch.optim.AdamW([{"params": [p]} for p in ref_p], lr=lr, eps=1e-6, weight_decay=0.0)
+    for step in range(6):
+        _random_grads(ours_p, step)
+        _random_grads(ref_p, step)
+        for group, p in zip(ref.param_groups, ref_p, strict=True):
+            group["lr"] = lr * max(1e-3, (p.detach().pow(2).mean().sqrt()).item())
+        ours.step()
+        ref.step()
+    for a, b in zip(ours_p, ref_p, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=0)
+    moved = (ours_p[1] - 0).abs().max().item()
+    assert 0 < moved < 1e-3 * lr * 10  # floor: zero tensors move ~1e-3 * lr per step
+
+
+def test_torch_adafactor_matches_hf_adafactor():
+    """build_optimizer('adafactor') == HF Adafactor(scale_parameter, relative_step), T5's."""
+    model_a, model_b = tiny_t5(), tiny_t5()
+    ours = build_optimizer(model_a, "adafactor", lr=1e-2)
+    hf = hf_optim.Adafactor(model_b.parameters(), lr=None, scale_parameter=True, relative_step=True)
+    batch = collate(reverse_task(8, VOCAB)).as_dict()
+    for _ in range(5):
+        for model, opt in ((model_a, ours), (model_b, hf)):
+            opt.zero_grad()
+            model(**batch).loss.backward()
+            opt.step()
+    for (name, a), b in zip(model_a.named_parameters(), model_b.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+
+
+def test_optimizer_groups_exempt_vectors_from_decay():
+    opt = build_optimizer(tiny_t5(), "adamw", lr=1e-3, weight_decay=0.1)
+    decays = {g["weight_decay"]: {p.ndim for p in g["params"]} for g in opt.param_groups}
+    assert decays == {0.1: {2}, 0.0: {1}}
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"name": "sgd"}, "optimizer name"), ({"lr": -1.0}, "lr")],
+)
+def test_optimizer_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_optimizer(tiny_t5(), **kwargs)
+    with pytest.raises(ValueError, match="betas"):
+        AdamWScale(_params(), betas=(0.9, 1.0))
+
+
+# --------------------------------------------------------------------------- accumulation
+def _uneven_examples():
+    # Targets of very different lengths: a mean of per-micro-batch means would be wrong.
+    data = reverse_task(8, VOCAB, min_length=2, max_length=14, seed=3)
+    return sorted(data, key=lambda e: len(e.labels))
+
+
+def test_accumulation_equals_large_batch():
+    data = _uneven_examples()
+    big = trainer(tiny_t5(), data, batch_size=8)
+    acc = trainer(tiny_t5(), data, batch_size=8, micro_batch_size=2)
+    assert acc.accumulation == 4
+    idx = list(range(8))
+    loss_big, n_big = big.forward_backward([big._collate(idx, data, "train")])
+    micro = [acc._collate(idx[i : i + 2], data, "train") for i in range(0, 8, 2)]
+    loss_acc, n_acc = acc.forward_backward(micro)
+    assert n_big == n_acc
+    assert (loss_big / n_big).item() == pytest.approx((loss_acc / n_acc).item(), rel=1e-6)
+    g_big, g_acc = grads(big.model), grads(acc.model)
+    for name in g_big:
+        torch.testing.assert_close(g_acc[name], g_big[name], atol=1e-6, rtol=0, msg=name)
+
+    # The check can fail: averaging per-micro-batch means (the naive way) is visibly different.
+    naive = tiny_t5()
+    for b in micro:
+        (naive(**b).loss / len(micro)).backward()
+    gap = max((p.grad - g_big[n]).abs().max().item() for n, p in naive.named_parameters())
+    assert gap > 1e-4
+
+
+def test_training_steps_with_accumulation_equal_large_batch():
+    data = reverse_task(64, VOCAB, seed=1)
+    a = trainer(tiny_t5(), data, steps=3, batch_size=8)
+    b = trainer(tiny_t5(), data, steps=3, batch_size=8, micro_batch_size=4)
+    a.train()
+    b.train()
+    assert b.step_losses == pytest.approx(a.step_losses, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- activation ckpt
+def test_find_blocks_finds_each_block_once():
+    model = tiny_t5(layers=3)
+    blocks = find_blocks(model)
+    assert len(blocks) == 6 and blocks[0] is model.encoder.block[0]
+    assert len(find_blocks(tiny_hf_t5())) == 4  # HF: T5Block holds a ModuleList; not descended
+
+
+@pytest.mark.parametrize("make", [tiny_t5, tiny_hf_t5])
+def test_activation_checkpointing_equal_gradients_less_saved(make):
+    batch = collate(reverse_task(4, VOCAB, seed=2)).as_dict()
+    plain, ckpt = make(), make()
+    assert apply_activation_checkpointing(ckpt) == 4
+    kw = {"use_cache": False}
+
+    def run(m):
+        return lambda: m(**batch, **kw).loss.backward()
+
+    saved_plain = saved_activation_bytes(run(plain), plain)
+    saved_ckpt = saved_activation_bytes(run(ckpt), ckpt)
+    g_plain, g_ckpt = grads(plain), grads(ckpt)
+    for name in g_plain:
+        torch.testing.assert_close(g_ckpt[name], g_plain[name], atol=1e-6, rtol=0, msg=name)
+    assert saved_ckpt < 0.5 * saved_plain
+
+
+def test_activation_checkpointing_errors():
+    model = tiny_t5()
+    apply_activation_checkpointing(model)
+    with pytest.raises(ValueError, match="already checkpointed"):
+        apply_activation_checkpointing(model)
+    with pytest.raises(ValueError, match="found no nn.ModuleList"):
+        apply_activation_checkpointing(torch.nn.Linear(2, 2))
+
+
+# --------------------------------------------------------------------------- the loop
+@pytest.mark.parametrize("make", [tiny_t5, tiny_hf_t5])
+def test_training_reduces_loss_and_logs_jsonl(make, tmp_path):
+    data, val = reverse_task(128, VOCAB), reverse_task(16, VOCAB, seed=9)
+    t = Trainer(
+        make(),
+        TrainConfig(
+            steps=12, batch_size=8, lr=2e-2, warmup_steps=2, eval_every=6, log_every=4,
+            out_dir=str(tmp_path), progress=False,
+        ),
+        data, collate, val_data=val,
+    )  # fmt: skip
+    history = t.train()
+    evals = [r["val_loss"] for r in history if r["kind"] == "eval"]
+    assert [r["step"] for r in history if r["kind"] == "eval"] == [0, 6, 12]
+    assert evals[0] > evals[1] > evals[2]
+    assert read_metrics(tmp_path / "metrics.jsonl") == history
+    train = read_metrics(tmp_path / "metrics.jsonl", kind="train")
+    assert [r["step"] for r in train] == [4, 8, 12]
+    assert all(r["tokens_per_s"] > 0 and r["lr"] >= 0 for r in train)
+
+
+def test_streams_and_per_task_validation():
+    class Stream:  # indexable, endless (no __len__), like t5edu.data.Mixture
+        def __init__(self):
+            self.data = reverse_task(512, VOCAB)
+
+        def __getitem__(self, k):
+            return self.data[k % 512]
+
+    t = trainer(tiny_t5(), Stream(), steps=2, eval_every=2)
+    t.val_data = {"a": reverse_task(8, VOCAB, seed=5), "b": reverse_task(16, VOCAB, seed=6)}
+    history = t.train()
+    assert t.sampler.state_dict()["offset"] == 16
+    last = history[-1]
+    a, b = last["a/val_loss"], last["b/val_loss"]
+    assert min(a, b) <= last["val_loss"] <= max(a, b)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs_finite(precision):
+    t = trainer(tiny_t5(), steps=3, precision=precision)
+    t.train()
+    assert t.scaler.is_enabled() == (precision == "fp16")
+    assert all(math.isfinite(x) for x in t.step_losses)
+
+
+def test_evaluation_generates_and_scores():
+    data = reverse_task(8, VOCAB, seed=4)
+    t = trainer(tiny_t5(), steps=1, warmup_steps=0, eval_every=1, max_new_tokens=4)
+    t.generation_data, t.decode = {"reverse": data}, decode_ids
+    result = t.evaluate()
+    assert 0.0 <= result["reverse/rougeL"] <= 1.0 and result["reverse/exact_match"] == 0.0
+    assert len(result["reverse/samples"]) == 3
+    assert set(result["reverse/samples"][0]) == {"input", "target", "prediction"}
+
+
+def test_text_metrics_against_rouge_score():
+    from rouge_score import rouge_scorer
+
+    preds, refs = ["return the sum", "open a file", "x"], ["return the sum", "open file now", "y"]
+    assert exact_match(preds, refs) == pytest.approx(1 / 3)
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    want = sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs, strict=True)) / 3
+    # "open a file" vs "open file now": LCS 2, P = R = 2/3
+    assert rouge_l(preds, refs) == pytest.approx(want) == pytest.approx((1 + 2 / 3 + 0) / 3)
+    with pytest.raises(ValueError, match="equally long"):
+        rouge_l(["a"], ["a", "b"])
+
+
+def test_sampler_epochs_and_state():
+    s = ResumableSampler(10, 4, seed=1)
+    first = [s.next_batch() for _ in range(2)]
+    assert len(set(first[0] + first[1])) == 8  # no repeats within an epoch
+    state = s.state_dict()
+    nxt = s.next_batch()  # epoch 2 (2 examples were dropped)
+    t = ResumableSampler(10, 4, seed=1)
+    t.load_state_dict(state)
+    assert t.next_batch() == nxt and t.epoch == 1
+    with pytest.raises(ValueError, match="batch_size=4"):
+        ResumableSampler(10, 5, seed=1).load_state_dict(state)
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"optimizer": "lion"}, "optimizer must be one of"),
+        ({"batch_size": 8, "micro_batch_size": 3}, "multiple of micro_batch_size=3"),
+        ({"strategy": "ddp"}, "torchrun"),
+        ({"precision": "fp8"}, "precision must be one of"),
+        ({"steps": 0}, "steps must be >= 1"),
+    ],
+)
+def test_bad_config(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        trainer(tiny_t5(), **overrides)
+
+
+def test_empty_corpus():
+    with pytest.raises(ValueError, match="train_data is empty"):
+        trainer(tiny_t5(), data=[])
+
+
+def test_batch_larger_than_data():
+    with pytest.raises(ValueError, match="batch_size must be in"):
+        trainer(tiny_t5(), data=reverse_task(4, VOCAB), batch_size=8)
+
+
+def test_sequence_too_long_for_the_model():
+    data = reverse_task(16, VOCAB, min_length=20, max_length=20)
+    t = trainer(tiny_t5(), data, max_input_length=16)
+    with pytest.raises(ValueError, match=r"input_ids has 21 tokens.*max_input_length=16"):
+        t.train()
+
+
+def test_generation_data_needs_decode():
+    with pytest.raises(ValueError, match="decode"):
+        Trainer(
+            tiny_t5(), TrainConfig(progress=False), reverse_task(64, VOCAB), collate,
+            generation_data={"reverse": reverse_task(4, VOCAB)},
+        )  # fmt: skip
+
+
+def test_cli_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "t5edu.train", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    for flag in ("--steps", "--batch-size", "--optimizer", "--precision", "--resume", "--strategy"):
+        assert flag in out.stdout

@@ -1,5 +1,7 @@
 """A SentencePiece tokenizer with T5's conventions: train, encode, decode, pad (chapter 10).
 
+B batch, T sequence length (tokens, eos included).
+
 T5's vocabulary (Raffel et al., 2020, section 2.2) is a SentencePiece unigram model (Kudo, 2018)
 whose first ids are fixed: pad=0 (also the decoder's start token), eos=1, unk=2, and no bos.
 The 100 sentinels `<extra_id_0>`..`<extra_id_99>` used by span corruption are *not* pieces of the

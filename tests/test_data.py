@@ -21,6 +21,7 @@ from t5edu.data import (
     collate,
     compute_input_and_target_lengths,
     load_corpus,
+    load_superglue,
     load_text_corpus,
     name_task,
     save_corpus,
@@ -392,9 +393,38 @@ def test_build_default(corpus, tok, monkeypatch):
 def test_hf_datasets_are_optional(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
     with pytest.raises(ImportError, match="pip install datasets"):
-        next(load_text_corpus("c4"))
+        load_text_corpus("c4")
     with pytest.raises(ValueError, match="name"):
-        next(load_text_corpus("pile"))
+        load_text_corpus("pile")
+    with pytest.raises(ValueError, match="limit"):
+        load_text_corpus("c4", limit=-1)
+    with pytest.raises(ImportError, match="pip install datasets"):
+        load_superglue("boolq")
+    with pytest.raises(ValueError, match="task"):
+        load_superglue("squad")
+
+
+def test_hf_loaders_with_a_stand_in_datasets(monkeypatch):
+    import types
+
+    class Label:
+        names = ["False", "True"]
+
+    class Rows(list):
+        features = {"label": Label()}
+
+    calls = []
+
+    def load_dataset(path, config, split, **kwargs):
+        calls.append((path, config, split))
+        if path == "aps/super_glue":
+            return Rows([{"question": "q?", "passage": "p.", "idx": 0, "label": 0}])
+        return iter([{"text": f"document {i}"} for i in range(10)])
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    assert list(load_text_corpus("c4", limit=3)) == ["document 0", "document 1", "document 2"]
+    assert calls[-1] == ("allenai/c4", "en", "train")
+    assert load_superglue("boolq") == [("boolq question: q? passage: p.", "False")]
 
 
 def test_superglue_text_format():

@@ -6,6 +6,7 @@ is imported inside the functions, so t5edu does not depend on it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 # name -> (HF hub path, config) of the corpora T5 used or evaluated on.
@@ -30,20 +31,22 @@ def _datasets():
 def load_text_corpus(
     name: str, split: str = "train", *, limit: int | None = None, streaming: bool = True
 ) -> Iterator[str]:
-    """Yield the `text` field of C4 (`"c4"`) or English Wikipedia (`"wikipedia"`), streamed.
+    """The `text` field of C4 (`"c4"`) or English Wikipedia (`"wikipedia"`), streamed.
+
+    Arguments are checked and `datasets` is imported when called, not when iterated, so a bad
+    name or a missing package fails at once.
 
     Raises:
-        ValueError: if `name` is not one of `HF_CORPORA`. ImportError: if `datasets` is missing.
-        ConnectionError: (from `datasets`) when offline.
+        ValueError: if `name` is not one of `HF_CORPORA` or `limit` < 0. ImportError: if
+            `datasets` is missing. ConnectionError: (from `datasets`) when offline.
     """
     if name not in HF_CORPORA:
         raise ValueError(f"name must be one of {sorted(HF_CORPORA)}; got {name!r}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be None or >= 0; got {limit}")
     path, config = HF_CORPORA[name]
     ds = _datasets().load_dataset(path, config, split=split, streaming=streaming)
-    for n, row in enumerate(ds):
-        if limit is not None and n >= limit:
-            return
-        yield row["text"]
+    return (row["text"] for row in itertools.islice(ds, limit))
 
 
 def superglue_to_text(task: str, row: dict, label_names: list[str]) -> tuple[str, str]:

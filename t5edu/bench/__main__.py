@@ -1,0 +1,106 @@
+"""`python -m t5edu.bench {model,generate,attention,norm,all}`: run benchmarks, print tables,
+write JSON with the machine record (chapter 12)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+from t5edu.bench import attention, generate, model, norm
+from t5edu.bench.machine import load_average, machine_record
+from t5edu.bench.report import TABLES
+
+BENCHES = {"model": model.run, "generate": generate.run, "attention": attention.run,
+           "norm": norm.run}  # fmt: skip
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m t5edu.bench",
+        description="Benchmarks of t5edu against HF Transformers and the hardware peak. Every "
+        "comparison runs its sides in one process, alternating, after warm-up; figures are "
+        "medians with their spread. Speed is reported, never asserted.",
+    )
+    p.add_argument("bench", choices=[*BENCHES, "all"], help="which benchmark to run")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="default: cuda when available, else cpu")  # fmt: skip
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                   help="bf16/fp16: autocast for training, a cast for inference")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="tiny sizes: proves it runs (CI)")
+    p.add_argument("--out", default=None, help="write the results as JSON to this file")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3 quick, 5)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile rows")
+    args = p.parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible to torch")
+    if args.repeats is not None and args.repeats < 1:
+        p.error(f"--repeats must be >= 1; got {args.repeats}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be >= 1; got {args.threads}")
+    return args
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write atomically (temp file in the same folder, then rename): a crash never leaves half
+    a result file in place of the last good one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    names = list(BENCHES) if args.bench == "all" else [args.bench]
+    record = {
+        "schema": "t5edu.bench/1",
+        "command": "python -m t5edu.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "settings": {
+            "bench": args.bench,
+            "device": args.device,
+            "dtype": args.dtype,
+            "quick": args.quick,
+            "repeats": args.repeats,
+        },  # fmt: skip
+        "machine": machine_record(device),
+        "results": {},
+        "seconds": {},
+    }
+    for name in names:
+        kwargs = {"device": device, "dtype": dtype, "quick": args.quick, "repeats": args.repeats}
+        if name in ("model", "norm"):
+            kwargs["compile"] = False if args.no_compile else None if name == "model" else True
+        t0 = time.perf_counter()
+        res = BENCHES[name](**kwargs)
+        record["seconds"][name] = round(time.perf_counter() - t0, 1)
+        record["results"][name] = res
+        print(TABLES[name](res), end="\n\n", flush=True)
+    record["load_average_after"] = load_average()
+    if args.out:
+        write_json(args.out, record)
+        print(f"wrote {args.out}")
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Benchmark harness: correctness only (FLOP formula, statistics, memory accounting, CLI/JSON).
+
+Speed is never asserted here; `python -m t5edu.bench` measures it.
+"""
+
+import json
+import types
+
+import pytest
+import torch
+import transformers
+
+import t5edu
+from t5edu.bench import __main__ as cli
+from t5edu.bench import attention as attn_bench
+from t5edu.bench import flops, generate, machine, model, norm, report, timing
+
+# ------------------------------------------------------------------------------------- FLOPs
+
+CONFIGS = {
+    "v1 relu tied": dict(feed_forward_proj="relu", tie_word_embeddings=True),
+    "v1.1 gated-gelu untied": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+    "decoder deeper": dict(num_layers=1, num_decoder_layers=3),
+    "heads*d_kv != d_model": dict(num_heads=3, d_kv=12),
+}
+
+
+def hf_config(**kw):
+    base = dict(vocab_size=96, d_model=32, d_kv=8, num_heads=4, d_ff=48, num_layers=2,
+                dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0,
+                eos_token_id=1)  # fmt: skip
+    return transformers.T5Config(**{**base, **kw})
+
+
+def hf_eager(cfg):
+    torch.manual_seed(0)
+    m = transformers.T5ForConditionalGeneration(cfg)
+    m.set_attn_implementation("eager")  # matmuls FlopCounterMode can see
+    return m
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("b,s,t", [(1, 5, 3), (2, 9, 4)])
+def test_flops_equal_flop_counter_hf(name, b, s, t):
+    cfg = hf_config(**CONFIGS[name])
+    m = hf_eager(cfg)
+    x, y = torch.randint(2, 96, (b, s)), torch.randint(2, 96, (b, t))
+    want = flops.t5_flops(cfg, b, s, t)
+    assert flops.count_flops(lambda: m(input_ids=x, labels=y)) == want.forward
+    # backward: each matmul's output gradient times both inputs -> exactly 2x the forward
+    assert flops.count_flops(lambda: m(input_ids=x, labels=y).loss.backward()) == want.training
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_flops_equal_flop_counter_t5edu(name):
+    cfg = t5edu.T5Config.from_hf(hf_config(**CONFIGS[name]))
+    torch.manual_seed(0)
+    m = t5edu.T5ForConditionalGeneration(cfg)  # naive backend: plain matmuls
+    x, y = torch.randint(2, 96, (2, 7)), torch.randint(2, 96, (2, 5))
+    want = flops.t5_flops(cfg, 2, 7, 5)
+    assert flops.count_flops(lambda: m(input_ids=x, labels=y).loss.backward()) == want.training
+
+
+def test_flops_terms_and_tokens():
+    f = flops.t5_flops(hf_config(), 2, 10, 4)
+    assert f.forward == sum(f.terms.values())
+    assert f.training == 3 * f.forward and f.tokens == 2 * 14
+    assert f.training_per_token == f.training / 28
+    # lm head: 2 * D * V per target token
+    assert f.terms["lm head"] == 2 * 4 * 2 * 32 * 96
+
+
+@pytest.mark.parametrize("arg", ["batch", "src_len", "tgt_len"])
+def test_flops_bad_sizes(arg):
+    sizes = {"batch": 1, "src_len": 4, "tgt_len": 2, arg: 0}
+    with pytest.raises(ValueError, match=arg):
+        flops.t5_flops(hf_config(), **sizes)
+
+
+def test_flops_bad_config():
+    bad = types.SimpleNamespace(**{**hf_config().to_dict(), "feed_forward_proj": "swish-ish"})
+    with pytest.raises(ValueError, match="feed_forward_proj"):
+        flops.t5_flops(bad, 1, 4, 2)
+    with pytest.raises(ValueError, match="d_model"):
+        flops.t5_flops(object(), 1, 4, 2)
+
+
+@pytest.mark.parametrize(
+    "gpu,dtype,want",
+    [("NVIDIA H200", "bfloat16", 989.5), ("NVIDIA H100 80GB HBM3", torch.bfloat16, 989.5),
+     ("NVIDIA H100 PCIe", "float16", 756.5), ("NVIDIA A100-SXM4-80GB", "bfloat16", 312.0),
+     ("NVIDIA L4", "bfloat16", 121.0), ("Tesla T4", "float16", 65.0),
+     ("Tesla T4", "bfloat16", None),
+     ("Some Other GPU", "bfloat16", None), (None, "bfloat16", None)],
+)  # fmt: skip
+def test_vendor_peak(gpu, dtype, want):
+    assert flops.vendor_peak_tflops(gpu, dtype) == want
+
+
+def test_mfu():
+    assert flops.mfu(1e12, 2.0, 1e12) == 0.5
+    with pytest.raises(ValueError, match="step_time_s"):
+        flops.mfu(1e12, 0.0, 1e12)
+
+
+def test_measured_peak_small():
+    p = flops.measured_peak_flops("cpu", torch.float32, n=64, repeats=2)
+    assert p["n"] == 64 and p["dtype"] == "float32"
+    assert p["flops_per_s"] == pytest.approx(2 * 64**3 / p["median_s"])
+
+
+# ------------------------------------------------------------------------------------ timing
+
+
+def test_timing_statistics():
+    t = timing.Timing("x", [4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (t.median_s, t.q1_s, t.q3_s, t.min_s, t.max_s, t.iqr_s) == (3, 2, 4, 1, 5, 2)
+    d = t.to_dict()
+    assert d["repeats"] == 5 and d["iqr_s"] == 2
+    with pytest.raises(ValueError, match="times_s"):
+        timing.Timing("x", [])
+
+
+def test_time_alternating_rotates_order():
+    calls = []
+    fns = {n: (lambda n=n: calls.append(n)) for n in "abc"}
+    out = timing.time_alternating(fns, warmup=1, repeats=3)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up
+    assert calls[3:] == list("abc") + list("bca") + list("cab")  # nobody always first
+    assert list(out) == ["a", "b", "c"] and all(len(t.times_s) == 3 for t in out.values())
+
+
+def test_time_alternating_number_calibration():
+    out = timing.time_alternating({"f": lambda: None}, warmup=0, repeats=1, min_sample_s=1e-4)
+    assert out["f"].number > 1
+
+
+@pytest.mark.parametrize(
+    "kw,arg", [({"fns": {}}, "fns"), ({"repeats": 0}, "repeats"), ({"warmup": -1}, "warmup")]
+)
+def test_time_alternating_bad_args(kw, arg):
+    args = {"fns": {"f": lambda: None}, **kw}
+    with pytest.raises(ValueError, match=arg):
+        timing.time_alternating(args.pop("fns"), **args)
+
+
+def test_paired_ratio():
+    a, b = timing.Timing("a", [2.0, 4.0, 6.0]), timing.Timing("b", [1.0, 1.0, 3.0])
+    assert timing.paired_ratio(a, b) == {"median": 2.0, "min": 2.0, "max": 4.0}
+    with pytest.raises(ValueError, match="rounds"):
+        timing.paired_ratio(a, timing.Timing("c", [1.0]))
+
+
+def test_peak_memory_cpu_counts_one_tensor():
+    n = 1 << 20  # 4 MiB of float32, freed before the call returns
+
+    def fn():
+        x = torch.ones(n)
+        y = x * 2  # another 4 MiB while x is alive
+        return float(y[0])
+
+    got = timing.peak_memory(fn, "cpu")
+    assert got["method"] == "torch.profiler"
+    assert 8 * n <= got["peak_bytes"] <= 8 * n + 64 * 1024
+
+
+# ---------------------------------------------------------------------- machine and report
+
+
+def test_machine_record():
+    rec = machine.machine_record("cpu")
+    for key in ("cpu_model", "cpu_count", "torch", "transformers", "date_utc", "load_average"):
+        assert key in rec
+    assert rec["torch"] == torch.__version__ and rec["device"] == "cpu"
+    assert machine.machine_slug(rec).startswith("cpu-")
+    assert machine.machine_slug({"device": "cuda", "gpu_name": "NVIDIA H200"}) == "cuda-nvidia-h200"
+
+
+def test_report_table():
+    out = report.table(["a", "bb"], [["1", "2"], ["333", "4"]])
+    assert out.splitlines() == ["| a   | bb |", "|-----|----|", "| 1   | 2  |", "| 333 | 4  |"]
+    assert report.fmt_bytes(3 * 2**20) == "3.0 MiB"
+    assert report.fmt_time(0.0123) == "12.3 ms"
+
+
+# ----------------------------------------------------------------------------- CLI end to end
+
+
+@pytest.fixture
+def tiny_sizes(monkeypatch):
+    """Shrink every benchmark below even --quick, so the CLI path runs in seconds."""
+    tiny_model = {"preset": "tiny", "batch": 1, "src_len": 12, "tgt_len": 5}
+    monkeypatch.setattr(model, "default_shape", lambda device, quick: dict(tiny_model))
+    tiny_gen = {"preset": "tiny", "batch": 2, "src_len": 8, "max_new_tokens": 4,
+                "uncached_new_tokens": 3, "num_beams": 2}  # fmt: skip
+    monkeypatch.setattr(generate, "default_shape", lambda device, quick: dict(tiny_gen))
+    sweep = {"batch": 1, "heads": 2, "head_dim": 16, "lengths": [16, 40]}
+    monkeypatch.setattr(attn_bench, "default_sweep", lambda device, quick: dict(sweep))
+    monkeypatch.setattr(norm, "default_shape", lambda device, quick: (2, 8, 32))
+    real_peak = flops.measured_peak_flops
+    monkeypatch.setattr(model, "measured_peak_flops", lambda d, t, n=None: real_peak(d, t, 64, 2))
+
+
+def test_cli_all_quick_writes_json(tmp_path, tiny_sizes, capsys):
+    out = tmp_path / "res.json"
+    cli.main(["all", "--quick", "--no-compile", "--repeats", "2", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["schema"] == "t5edu.bench/1" and data["settings"]["quick"] is True
+    assert data["machine"]["torch"] == torch.__version__
+    assert set(data["results"]) == {"model", "generate", "attention", "norm"}
+    mod = data["results"]["model"]
+    names = [r["name"] for r in mod["rows"]]
+    assert names[:2] == ["hf", "hf-eager"] and "t5edu[naive]" in names
+    assert all(r["loss_diff_vs_hf"] < 1e-4 for r in mod["rows"])  # same weights, same batch
+    assert (
+        mod["flops"]["training"]
+        == flops.t5_flops(t5edu.T5Config.get_config("tiny"), 1, 12, 5).training
+    )
+    assert [r["name"] for r in mod["ladder"]["rows"]][0] == "naive eager, fp32"
+    gen = data["results"]["generate"]
+    assert all(r["equal_to_hf"] for r in gen["rows"] if r["name"] != "hf")
+    att = data["results"]["attention"]
+    assert {r["seq_len"] for r in att["rows"]} == {16, 40}
+    assert "naive" in att["backends"] and "sdpa" in att["backends"]
+    assert "triton" in att["skipped"]  # CPU: recorded with its reason, not silently dropped
+    nrm = data["results"]["norm"]
+    assert [r["variant"] for r in nrm["rows"]][:3] == [
+        "t5edu.RMSNorm", "t5edu.FastRMSNorm", "torch.nn.RMSNorm"]  # fmt: skip
+    assert "torch.compile(t5edu.RMSNorm)" in nrm["skipped"]
+    printed = capsys.readouterr().out
+    assert "speed ladder" in printed and f"wrote {out}" in printed
+
+
+def test_cli_rejects_bad_args(capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args(["model", "--repeats", "0"])
+    assert "--repeats" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.parse_args(["nonsense"])
+
+
+def test_write_json_is_atomic(tmp_path):
+    path = tmp_path / "r.json"
+    cli.write_json(str(path), {"a": 1})
+    with pytest.raises(TypeError):
+        cli.write_json(str(path), {"a": object()})  # fails half-way through serialising
+    assert json.loads(path.read_text()) == {"a": 1}  # the last good file is still there
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind

@@ -190,6 +190,8 @@ def from_pretrained(
                 "allow_download=True"
             )
         directory = _download(str(path_or_name))
+    if not (directory / "config.json").is_file():
+        raise ValueError(f"path_or_name: {str(directory)!r} has no config.json")
     raw = json.loads((directory / "config.json").read_text())
     sd = _checkpoint_state_dict(directory)
     shared = next((sd[k] for k in EMBEDDING_ALIASES if k in sd), None)
@@ -228,7 +230,8 @@ def save_pretrained(model: T5ForConditionalGeneration, path: str | os.PathLike) 
     `os.replace`, so an interrupted save never leaves a truncated file under the real name.
     The shared embedding is stored once as `shared.weight` (its aliases are omitted, as HF
     does); `lm_head.weight` is stored when untied. Variants HF cannot run (RoPE, ALiBi, other
-    norms) get `model_type: "t5edu"` so that transformers refuses them instead of misreading.
+    norms) get `model_type: "t5edu"`: transformers' Auto classes refuse them (and its
+    T5ForConditionalGeneration warns) instead of silently misreading them as T5.
     """
     from safetensors.torch import save_file
 

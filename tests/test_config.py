@@ -168,3 +168,24 @@ def test_from_hf_v11_hub_style_dict():
 def test_to_hf_refuses_what_hf_cannot_represent():
     with pytest.raises(ValueError, match="position_encoding"):
         T5Config(position_encoding="rope").to_hf()
+
+
+@pytest.mark.parametrize(
+    "name,changes",
+    [
+        ("t5-small", {}),
+        ("t5-11b", {}),
+        ("xl", {}),
+        ("tiny", {}),
+        ("tiny", {"position_encoding": "rope"}),
+        ("tiny", {"position_encoding": "alibi", "num_decoder_layers": 3}),
+        ("t5-base", {"feed_forward_proj": "swiglu", "tie_word_embeddings": False}),
+    ],
+)
+def test_num_parameters_equals_our_built_model(name, changes):
+    from t5edu.t5_model import T5ForConditionalGeneration
+
+    config = T5Config.get_config(name, **changes)
+    with torch.device("meta"):
+        model = T5ForConditionalGeneration(config)
+    assert num_parameters(config) == sum(p.numel() for p in model.parameters())

@@ -235,6 +235,22 @@ def verify_checkpoint(path: str | os.PathLike) -> dict:
     return manifest
 
 
+def check_checkpoint_config(path: str | os.PathLike, model: nn.Module) -> None:
+    """Raise `CheckpointError` if the checkpoint at `path` was saved from another model config.
+
+    Compares the model config recorded in the manifest (or, for a plain `save_pretrained`
+    directory, config.json) with `model.config`, field by field.
+    """
+    path = Path(path)
+    manifest = path / MANIFEST_FILE
+    saved = json.loads(manifest.read_text()).get("model_config") if manifest.is_file() else None
+    if saved is None:
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete: config.json is missing")
+        saved = json.loads((path / "config.json").read_text())
+    check_same_config(saved, model, str(path))
+
+
 def load_model_weights(path: str | os.PathLike, model: nn.Module) -> None:
     """Copy `path/model.safetensors` into `model` in place, checking config and every key.
 
@@ -247,11 +263,7 @@ def load_model_weights(path: str | os.PathLike, model: nn.Module) -> None:
     from safetensors.torch import load_file
 
     path = Path(path)
-    manifest = path / MANIFEST_FILE
-    saved_cfg = json.loads(manifest.read_text()).get("model_config") if manifest.is_file() else None
-    if saved_cfg is None:  # a plain save_pretrained directory
-        saved_cfg = json.loads((path / "config.json").read_text())
-    check_same_config(saved_cfg, model, str(path))
+    check_checkpoint_config(path, model)
     weights = load_file(path / "model.safetensors")
     own = model.state_dict()
     unexpected = sorted(set(weights) - set(own))

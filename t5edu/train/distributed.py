@@ -69,7 +69,10 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
     """Return `model` ready for `strategy`: unchanged, inside DDP, or sharded in place by FSDP2.
 
     FSDP2 shards each block found by `find_blocks` as one unit, then the root (embeddings, final
-    norms, head), so only one block's full parameters exist at a time.
+    norms, head), so only one block's full parameters exist at a time. A module's parameters are
+    gathered when *that module* is called, so T5's relative-position tables get units of their
+    own: block 0 owns the table but the bias it gives is shared by every block (t5edu's stacks
+    call the table directly, outside block 0's forward).
 
     Raises:
         ValueError: for an unknown `strategy`, or ddp/fsdp without an initialised process group.
@@ -88,6 +91,9 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
     from torch.distributed.fsdp import fully_shard
 
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] == "relative_attention_bias":  # HF's and t5edu's name
+            fully_shard(module)
     for block in find_blocks(model):
         fully_shard(block)
     fully_shard(model)
@@ -110,6 +116,20 @@ def is_fsdp(model: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(unwrap(model), FSDPModule)
+
+
+def reshard(model: nn.Module) -> None:
+    """FSDP2: free the gathered parameters a forward without backward leaves behind.
+
+    After an evaluation forward (no backward to trigger it) the root unit keeps its unsharded
+    parameters registered; the optimizer and the state-dict functions expect the sharded ones.
+    A no-op for other strategies.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in unwrap(model).modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 @contextlib.contextmanager

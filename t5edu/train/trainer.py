@@ -29,6 +29,7 @@ from torch import nn
 from t5edu.train.activation_checkpointing import apply_activation_checkpointing
 from t5edu.train.checkpoint import (
     CheckpointError,
+    check_checkpoint_config,
     load_model_weights,
     load_trainer_state,
     resolve_checkpoint,
@@ -45,6 +46,7 @@ from t5edu.train.distributed import (
     barrier,
     gradient_sync,
     is_fsdp,
+    reshard,
     unwrap,
     wrap_model,
 )
@@ -408,6 +410,7 @@ class Trainer:
                 loss_sum += weight * out.loss.double() * tokens
                 count += weight * tokens
         module.train()
+        reshard(module)
         count = all_reduce_sum(count)
         return (all_reduce_sum(loss_sum) / count.clamp_min(1)).item(), int(count)
 
@@ -437,6 +440,7 @@ class Trainer:
                     batch_size=max(self.micro_batch_size, 8),
                 )
             refs = [_field(ex, "target_text") or _field(ex, "target") for ex in examples]
+            reshard(module)
             result[f"{task}/exact_match"] = exact_match(preds, refs)
             result[f"{task}/rougeL"] = rouge_l(preds, refs)
             result[f"{task}/samples"] = [
@@ -510,7 +514,14 @@ class Trainer:
 
         path = resolve_checkpoint(path)
         verify_checkpoint(path)
+        check_checkpoint_config(path, unwrap(self.model))
         state = load_trainer_state(path)
+        missing = {"train_config", "optimizer", "scheduler", "sampler", "rng"} - set(state)
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {path} holds model weights but no trainer state ({sorted(missing)} "
+                "missing): load it with load_model_weights to fine-tune from it instead"
+            )
         saved_cfg = state["train_config"]
         if saved_cfg["optimizer"] != self.config.optimizer:
             raise CheckpointError(

@@ -61,6 +61,8 @@ from t5edu.kernels import triton_available, triton_flash_attention
 from t5edu import data
 from t5edu.data import build_default, collate, span_corruption, stdlib_corpus
 from t5edu.tokenizer import T5Tokenizer, default_tokenizer, train_tokenizer
+from t5edu import train
+from t5edu.train import AdamWScale, TrainConfig, Trainer, build_optimizer, build_scheduler
 
 # SuperGLUE (chapter 14)
 import t5edu.superglue

@@ -125,3 +125,16 @@ def test_bf16_model_runs_with_float32_positions(position):
         assert model.encoder.alibi.slopes.dtype == torch.float32
     else:
         assert model.encoder.rope.cos_sin(4)[0].dtype == torch.float32
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi"])
+def test_generate_with_and_without_cache_agree(position):
+    # generate() slices one precomputed ALiBi table per step; RoPE rotates with the cache offset.
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(tiny(position_encoding=position)).eval()
+    src, mask, _ = batch()
+    cached = model.generate(src, mask, max_new_tokens=12, use_cache=True)
+    uncached = model.generate(src, mask, max_new_tokens=12, use_cache=False)
+    assert torch.equal(cached, uncached)
+    beams = model.generate(src, mask, max_new_tokens=8, num_beams=3)
+    assert beams.shape[0] == 4 and torch.equal(beams[:, 0], torch.zeros(4, dtype=torch.long))

@@ -12,6 +12,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 import t5edu
@@ -609,6 +611,16 @@ def test_garbage_text_maps_to_invalid(text):
     assert postprocess.text_to_label(text, ("False", "True")) == postprocess.INVALID
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.text(), st.binary(), st.none(), st.integers()))
+def test_any_generation_is_scored_without_crashing(text):
+    assert postprocess.text_to_label(text, ("entailment", "not_entailment")) in (-1, 0, 1)
+    assert isinstance(postprocess.wsc_referent_matches(text, "the cat"), bool)
+    exs = sg.load_examples("multirc", DATA, "val")
+    result = sg.score_predictions("multirc", exs, [text] * len(exs))
+    assert all(0.0 <= v <= 100.0 for v in result.metrics.values())
+
+
 def test_label_words_map_to_classes():
     assert postprocess.text_to_label(" not_entailment\n", ("entailment", "not_entailment")) == 1
     assert postprocess.text_to_label("choice2", ("choice1", "choice2")) == 1
@@ -874,6 +886,12 @@ def test_axg_limit_keeps_pairs():
     assert results["axg"].num_examples == 2
 
 
+def test_axg_limit_below_a_pair_is_refused():
+    tok = WordTokenizer()
+    with pytest.raises(ValueError, match="limit must be >= 2 for AX-g"):
+        sg.evaluate(LookupModel(tok, {}), tok, "axg", DATA, "val", limit=1)
+
+
 def test_evaluate_refuses_unlabelled_split():
     with pytest.raises(ValueError, match="split 'test' of BoolQ has no labels"):
         sg.evaluate(None, WordTokenizer(), "boolq", DATA, "test")
@@ -931,6 +949,10 @@ def test_text_pairs_mix_tasks_and_filter_wsc():
     ]  # fmt: skip
     with pytest.raises(ValueError, match="must not include AX-b"):
         list(sg.text_pairs(["axb"], DATA, "val"))
+    assert len(list(sg.text_pairs(["all"], DATA, "val"))) == len(
+        pairs_all := list(sg.text_pairs("all", DATA, "val"))
+    )
+    assert not any(p[0].startswith("rte hypothesis") and "plumber" in p[0] for p in pairs_all)
 
 
 def test_encode_pairs_counts_truncation():

@@ -205,7 +205,9 @@ def evaluate(
         if not is_labeled_split(name, split):
             raise ValueError(f"split {split!r} of {get_task(name).dirname} has no labels to score")
         n = limit - limit % 2 if (name == "axg" and limit) else limit
-        rows = load_rows(name, data_dir, split, source=source, limit=n or None)
+        if n == 0:
+            raise ValueError(f"limit must be >= 2 for AX-g, whose rows come in pairs; got {limit}")
+        rows = load_rows(name, data_dir, split, source=source, limit=n)
         examples = preprocess_rows(name, rows, labeled=True)
         results[name] = evaluate_examples(model, tokenizer, name, examples, **gen_kwargs)
     return results

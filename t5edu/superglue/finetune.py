@@ -36,7 +36,8 @@ def text_pairs(
     when `tasks="all"`, refused when named.
     """
     names = resolve_tasks(tasks)
-    if tasks == "all":
+    asked = tasks.split(",") if isinstance(tasks, str) else list(tasks)
+    if any(str(n).strip().lower() == "all" for n in asked):
         names = [n for n in names if not get_task(n).diagnostic]
     if max_per_task is not None and max_per_task < 1:
         raise ValueError(f"max_per_task must be a positive int or None; got {max_per_task!r}")

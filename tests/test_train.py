@@ -224,8 +224,8 @@ def test_accumulation_equals_large_batch():
     acc = trainer(tiny_t5(), data, batch_size=8, micro_batch_size=2)
     assert acc.accumulation == 4
     idx = list(range(8))
-    loss_big, n_big = big.forward_backward([big._collate(idx, data, "train")])
-    micro = [acc._collate(idx[i : i + 2], data, "train") for i in range(0, 8, 2)]
+    loss_big, n_big = big.forward_backward([big.make_batch(idx, data, "train")])
+    micro = [acc.make_batch(idx[i : i + 2], data, "train") for i in range(0, 8, 2)]
     loss_acc, n_acc = acc.forward_backward(micro)
     assert n_big == n_acc
     assert (loss_big / n_big).item() == pytest.approx((loss_acc / n_acc).item(), rel=1e-6)

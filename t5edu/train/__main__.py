@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             trainer, data = build_trainer(args, info)
         except ValueError as e:  # a bad option value: say which, without a traceback
             parser.exit(2, f"{parser.prog}: error: {e}\n")
+        held = sum(_local_numel(p) for p in trainer.model.parameters())
         if info.is_main:
             cfg, n = trainer.config, sum(p.numel() for p in trainer.model.parameters())
             print(
@@ -265,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{time.perf_counter() - t0:.1f}s",
                 flush=True,
             )
+            if info.world_size > 1:  # DDP: a full replica; FSDP: about 1/world_size of it
+                print(
+                    f"{cfg.strategy}: process 0 holds {held:,} of {n:,} parameter values "
+                    f"({held / n:.0%}), and as much gradient and optimizer state",
+                    flush=True,
+                )
             if data.tokenizer is not None:  # spiece.model next to the checkpoints
                 Path(args.out_dir).mkdir(parents=True, exist_ok=True)
                 data.tokenizer.save_pretrained(args.out_dir)
@@ -278,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cleanup()
     return 0
+
+
+def _local_numel(p: torch.Tensor) -> int:
+    """Values of `p` stored by this process (an FSDP2 DTensor keeps only its shard)."""
+    return p.to_local().numel() if hasattr(p, "to_local") else p.numel()
 
 
 def report(history, wall, out_dir: Path, trainer) -> None:

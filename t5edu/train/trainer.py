@@ -227,7 +227,13 @@ class Trainer:
         self._use_cache_kw = _accepts(unwrap(self.engine).forward, "use_cache")
 
     # ----------------------------------------------------------------------------- batches
-    def _collate(self, indices: Sequence[int], data: Sequence, split: str) -> dict:
+    def make_batch(self, indices: Sequence[int], data: Sequence, split: str = "train") -> dict:
+        """Collate `data[i] for i in indices` into model inputs on the trainer's device.
+
+        Raises:
+            ValueError: naming the example, if one is longer than `max_input_length` /
+                `max_target_length`.
+        """
         examples = [data[i] for i in indices]
         for i, ex in zip(indices, examples, strict=True):
             for key, limit, arg in (
@@ -292,7 +298,7 @@ class Trainer:
         mine = indices[self.info.rank * share : (self.info.rank + 1) * share]
         mb = self.micro_batch_size
         micro = [
-            self._collate(mine[i : i + mb], self.train_data, "train") for i in range(0, share, mb)
+            self.make_batch(mine[i : i + mb], self.train_data, "train") for i in range(0, share, mb)
         ]
         lr = self.optimizer.param_groups[0]["lr"]
         loss_sum, total = self.forward_backward(micro)
@@ -304,7 +310,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         skipped = self.scaler.is_enabled() and self.scaler.get_scale() < scale_before
-        self.scheduler.step()
+        if not skipped:  # as HF's Trainer: the schedule advances with the updates actually made
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         tokens = sum(
             (b["attention_mask"].sum() if "attention_mask" in b else b["input_ids"].numel())
@@ -403,7 +410,7 @@ class Trainer:
         for j in range(math.ceil(n / (mb * world))):
             idx = list(range((j * world + rank) * mb, min((j * world + rank + 1) * mb, n)))
             weight = 1.0 if idx else 0.0
-            batch = self._collate(idx or list(range(min(mb, n))), data, "validation")
+            batch = self.make_batch(idx or list(range(min(mb, n))), data, "validation")
             out = self._forward(module, batch)
             tokens = self._label_tokens(batch)
             if tokens > 0:

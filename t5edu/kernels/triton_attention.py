@@ -15,6 +15,8 @@ from t5edu.kernels.flash_fwd import flash_fwd_kernel
 
 # Triton fixes interpreted vs compiled when a kernel is defined (at this module's import).
 INTERPRETED = bool(triton.knobs.runtime.interpret)
+# ... and for its own jit'd helpers (tl.max, tl.sum, tl.zeros) when `triton` is first imported.
+_HELPERS_COMPILED = isinstance(triton.language.max, triton.runtime.JITFunction)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 128
 
@@ -123,6 +125,12 @@ def check_triton_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> No
             f"the Triton kernels need CUDA tensors; got q on {q.device}. To run them on the CPU "
             "through Triton's interpreter (slow; for tests), set TRITON_INTERPRET=1 before "
             "t5edu.kernels.triton_attention is first imported"
+        )
+    if INTERPRETED and _HELPERS_COMPILED:
+        raise RuntimeError(
+            "TRITON_INTERPRET=1 was set after `triton` had been imported, so Triton's own helpers "
+            "(tl.max, tl.sum) are compiled-mode functions the interpreter cannot call; set "
+            "TRITON_INTERPRET=1 before anything imports triton (first thing in the process)"
         )
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dtype not in DTYPES:

@@ -35,7 +35,7 @@ def flash_bwd_dkdv_kernel(
     """dK and dV of one key block; DK and DV are contiguous (B, H, Tk, Dh), DO has strides
     stride_o*; Lse and Delta are contiguous (B, H, Tq) float32."""
     pid_n = tl.program_id(0)  # which key block
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(1).to(tl.int64)  # 64-bit: offsets can pass 2**31 elements
     b = pid_bh // num_heads
     h = pid_bh % num_heads
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -116,7 +116,7 @@ def flash_bwd_dq_kernel(
     with strides stride_g*, zero-initialised; DQ is contiguous (B, H, Tq, Dh).
     """
     pid_m = tl.program_id(0)
-    pid_g = tl.program_id(1)
+    pid_g = tl.program_id(1).to(tl.int64)
     bb = pid_g // bias_heads  # this group's index in the bias's batch dim (0 if broadcast)
     hb = pid_g % bias_heads
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

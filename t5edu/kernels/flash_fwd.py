@@ -63,7 +63,7 @@ def flash_fwd_kernel(
     """Out = softmax(scale q k^T + bias, masked) v and Lse = log-sum-exp of each row (+inf when
     the row sees no key, so that the backward's exp(s - lse) is 0 there)."""
     pid_m = tl.program_id(0)  # which block of query rows
-    pid_bh = tl.program_id(1)  # which (batch, head)
+    pid_bh = tl.program_id(1).to(tl.int64)  # which (batch, head); 64-bit offsets below
     b = pid_bh // num_heads
     h = pid_bh % num_heads
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)

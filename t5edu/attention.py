@@ -27,7 +27,7 @@ def check_attention_inputs(
             are not 4-D `(batch, heads, len, head_dim)` with matching batch, heads and head dims,
             when `bias` cannot broadcast to `(batch, heads, q_len, k_len)` (each of its trailing
             dims must be 1 or equal, it has 2 to 4 dims), or when `attention_mask` is not a bool or
-            integer `(batch, k_len)` tensor.
+            integer `(batch, k_len)` tensor holding only 0 and 1.
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
@@ -65,6 +65,23 @@ def check_attention_inputs(
                 f"attention_mask must be bool or an integer 0/1 tensor; got dtype "
                 f"{attention_mask.dtype} (an additive float mask belongs in `bias`)"
             )
+        check_mask_values(attention_mask)
+
+
+def check_mask_values(attention_mask: torch.Tensor | None) -> None:
+    """Raise ValueError unless every entry of an integer `attention_mask` is 0 or 1.
+
+    A mask holding e.g. 2 or -1 is almost always a bug (token ids passed by mistake), and
+    `mask.bool()` would silently treat it as 1. Bool masks need no check (no device sync).
+    """
+    if attention_mask is None or attention_mask.dtype == torch.bool:
+        return
+    bad = (attention_mask != 0) & (attention_mask != 1)
+    if bad.any():
+        values = torch.unique(attention_mask[bad])[:5].tolist()
+        raise ValueError(
+            f"attention_mask must hold only 0/1 (1 = attend); got values such as {values}"
+        )
 
 
 def visible_keys(
@@ -213,6 +230,7 @@ class MultiHeadAttention(nn.Module):
 __all__ = [
     "scaled_dot_product_attention",
     "check_attention_inputs",
+    "check_mask_values",
     "visible_keys",
     "MultiHeadAttention",
 ]

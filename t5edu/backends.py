@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from t5edu.attention import check_attention_inputs, scaled_dot_product_attention, visible_keys
-from t5edu.flash_attention import check_mask_values, check_no_dropout, flash_attention
+from t5edu.flash_attention import check_no_dropout, flash_attention
 from t5edu.memory_efficient import memory_efficient_attention
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,6 @@ def flex_attention_backend(
         RuntimeError: when this torch has no `torch.nn.attention.flex_attention` (torch < 2.5).
     """
     check_attention_inputs(q, k, v, bias, attention_mask)
-    check_mask_values(attention_mask)
     check_no_dropout(dropout_p, "flex")
     try:
         from torch.nn.attention.flex_attention import create_block_mask

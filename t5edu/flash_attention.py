@@ -22,22 +22,6 @@ BLOCK_Q = 128
 BLOCK_K = 128
 
 
-def check_mask_values(attention_mask: torch.Tensor | None) -> None:
-    """Raise ValueError unless every entry of an integer `attention_mask` is 0 or 1.
-
-    `check_attention_inputs` checks shape and dtype; a mask holding e.g. 2 or -1 is almost always a
-    bug (token ids passed by mistake) and `mask.bool()` would silently treat it as 1.
-    """
-    if attention_mask is None or attention_mask.dtype == torch.bool:
-        return
-    bad = (attention_mask != 0) & (attention_mask != 1)
-    if bad.any():
-        values = torch.unique(attention_mask[bad])[:5].tolist()
-        raise ValueError(
-            f"attention_mask must hold only 0/1 (1 = attend); got values such as {values}"
-        )
-
-
 def check_no_dropout(dropout_p: float, backend: str) -> None:
     """Raise ValueError for `dropout_p != 0` in a backend that implements no attention dropout."""
     if dropout_p != 0.0:
@@ -235,7 +219,6 @@ def flash_attention(
     2023); online softmax from Milakov & Gimelshein 2018. Taught in chapter 9.
     """
     check_attention_inputs(q, k, v, bias, attention_mask)
-    check_mask_values(attention_mask)
     check_no_dropout(dropout_p, "flash")
     for name, size in (("block_q", block_q), ("block_k", block_k)):
         if not isinstance(size, int) or size < 1:
@@ -246,4 +229,4 @@ def flash_attention(
     return (out, lse) if return_lse else out
 
 
-__all__ = ["flash_attention", "FlashAttentionFunction", "check_mask_values", "BLOCK_Q", "BLOCK_K"]
+__all__ = ["flash_attention", "FlashAttentionFunction", "BLOCK_Q", "BLOCK_K"]

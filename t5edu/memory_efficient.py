@@ -20,7 +20,6 @@ from t5edu.flash_attention import (
     accumulation_dtype,
     as_4d,
     bias_tile,
-    check_mask_values,
     check_no_dropout,
     key_end,
 )
@@ -113,7 +112,6 @@ def memory_efficient_attention(
     chunked `summarize_chunk` / rescale-and-sum algorithm). Taught in chapter 9.
     """
     check_attention_inputs(q, k, v, bias, attention_mask)
-    check_mask_values(attention_mask)
     check_no_dropout(dropout_p, "memory_efficient")
     for name, size in (("query_chunk_size", query_chunk_size), ("key_chunk_size", key_chunk_size)):
         if not isinstance(size, int) or size < 1:

@@ -197,3 +197,11 @@ def test_multi_head_attention_matches_torch_multihead():
 def test_multi_head_attention_rejects_indivisible_width():
     with pytest.raises(ValueError, match="d_model=30 is not divisible by num_heads=4"):
         t5edu.MultiHeadAttention(30, 4)
+
+
+@pytest.mark.parametrize("backend", ["naive", "sdpa"])
+def test_mask_values_other_than_0_1_are_refused(backend):
+    q, k, v = qkv(tq=3, tk=4)
+    mask = torch.tensor([[1, 1, 2, 0], [1, 0, 0, 0]])
+    with pytest.raises(ValueError, match=r"attention_mask must hold only 0/1.*\[2\]"):
+        t5edu.attention(q, k, v, attention_mask=mask, backend=backend)

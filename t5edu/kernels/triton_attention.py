@@ -9,7 +9,7 @@ import torch
 import triton
 
 from t5edu.attention import check_attention_inputs
-from t5edu.flash_attention import as_4d, check_mask_values, check_no_dropout
+from t5edu.flash_attention import as_4d, check_no_dropout
 from t5edu.kernels.flash_bwd import flash_bwd_dkdv_kernel, flash_bwd_dq_kernel
 from t5edu.kernels.flash_fwd import flash_fwd_kernel
 
@@ -175,7 +175,6 @@ def triton_flash_attention(
     dK/dV pass and a dQ/dBias pass instead of atomic dQ updates). Taught in chapter 9.
     """
     check_attention_inputs(q, k, v, bias, attention_mask)
-    check_mask_values(attention_mask)
     check_no_dropout(dropout_p, "triton")
     check_triton_inputs(q, k, v)
     for name, size in (("block_m", block_m), ("block_n", block_n)):

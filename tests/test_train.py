@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -327,7 +328,9 @@ def test_streams_and_per_task_validation():
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_runs_finite(precision):
     t = trainer(tiny_t5(), steps=3, precision=precision)
-    t.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. no "scheduler.step() before optimizer.step()"
+        t.train()
     assert t.scaler.is_enabled() == (precision == "fp16")
     assert all(math.isfinite(x) for x in t.step_losses)
 

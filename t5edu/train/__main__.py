@@ -168,26 +168,27 @@ def build_data(args):
     )
 
 
-def check_transformers_loads(path: Path, model) -> str:
-    """Load the checkpoint with HF transformers and compare logits on one input."""
+def check_transformers_loads(path: Path, model_class) -> str:
+    """Load the checkpoint with HF transformers and with `model_class`; compare their logits.
+
+    Works the same after an FSDP run (no forward of the sharded model is needed).
+    """
     try:
         import transformers
     except ImportError:
         return "transformers is not installed: skipped the HF load check"
-    if not getattr(model.config, "is_hf_compatible", True):
+    ours = model_class.from_pretrained(path).eval()
+    if not getattr(ours.config, "is_hf_compatible", True):
         return "this variant has no HF counterpart: skipped the HF load check"
     transformers.logging.set_verbosity_error()  # no load-report bars or tie notices
     transformers.logging.disable_progress_bar()
     hf = transformers.T5ForConditionalGeneration.from_pretrained(path).eval()
-    model = model.eval()
-    ids = torch.arange(2, 18).view(2, 8) % model.config.vocab_size
+    ids = torch.arange(2, 18).view(2, 8) % ours.config.vocab_size
     with torch.no_grad():
-        ours = model(input_ids=ids.to(model.device), labels=ids.to(model.device)).logits.cpu()
-        theirs = hf(input_ids=ids, labels=ids).logits
-    diff = (ours.float() - theirs.float()).abs().max().item()
+        diff = ours(input_ids=ids, labels=ids).logits - hf(input_ids=ids, labels=ids).logits
     return (
         "transformers.T5ForConditionalGeneration.from_pretrained loads it "
-        f"(max |logit diff| {diff:.1e})"
+        f"(max |logit diff| {diff.abs().max().item():.1e})"
     )
 
 
@@ -314,7 +315,7 @@ def report(history, wall, out_dir: Path, trainer) -> None:
         path = ckpt / (ckpt / "latest").read_text().strip()
         print(f"\ncheckpoint: {path}")
         try:
-            print(check_transformers_loads(path, trainer.model))
+            print(check_transformers_loads(path, trainer.model_class))
         except Exception as e:  # report, do not hide, a checkpoint HF cannot read
             print(f"transformers could NOT load {path}: {e}")
             raise

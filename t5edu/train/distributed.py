@@ -93,11 +93,21 @@ def wrap_model(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
 
     for name, module in model.named_modules():
         if name.rsplit(".", 1)[-1] == "relative_attention_bias":  # HF's and t5edu's name
+            # FSDP hooks the unit's output for backward; t5edu's table returns a permuted view
+            # (which FSDP warns about), so hand FSDP a contiguous copy of the small bias. This
+            # hook is registered first, so it runs before FSDP's own.
+            module.register_forward_hook(_contiguous_output)
             fully_shard(module)
     for block in find_blocks(model):
         fully_shard(block)
     fully_shard(model)
     return model
+
+
+def _contiguous_output(module, args, output):
+    if isinstance(output, torch.Tensor) and output._is_view():
+        return output.clone(memory_format=torch.contiguous_format)
+    return output
 
 
 def unwrap(model: nn.Module) -> nn.Module:

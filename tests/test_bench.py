@@ -216,7 +216,12 @@ def test_cli_all_quick_writes_json(tmp_path, tiny_sizes, capsys):
         mod["flops"]["training"]
         == flops.t5_flops(t5edu.T5Config.get_config("tiny"), 1, 12, 5).training
     )
-    assert [r["name"] for r in mod["ladder"]["rows"]][0] == "naive eager, fp32"
+    ladder = mod["ladder"]
+    names = [r["name"] for r in ladder["rows"]]
+    assert names[0] == "naive eager, fp32" and names[-1] == "+ FastRMSNorm"
+    assert "+ torch.compile" in ladder["skipped"]  # --no-compile: recorded, not silently dropped
+    assert ladder["reference"]["name"] == model.HF_REFERENCE
+    assert all("speed_vs_hf" in r for r in ladder["rows"])
     gen = data["results"]["generate"]
     assert all(r["equal_to_hf"] for r in gen["rows"] if r["name"] != "hf")
     att = data["results"]["attention"]

@@ -13,7 +13,7 @@ import time
 import torch
 
 from t5edu.bench import attention, generate, model, norm
-from t5edu.bench.machine import load_average, machine_record
+from t5edu.bench.machine import load_average, machine_record, machine_slug
 from t5edu.bench.report import TABLES
 
 BENCHES = {"model": model.run, "generate": generate.run, "attention": attention.run,
@@ -34,7 +34,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=list(DTYPES), default="float32",
                    help="bf16/fp16: autocast for training, a cast for inference")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="tiny sizes: proves it runs (CI)")
-    p.add_argument("--out", default=None, help="write the results as JSON to this file")
+    p.add_argument("--out", default=None,
+                   help="write the results as JSON to this file; a folder (existing, or ending "
+                   "in '/') gets a file named after the machine and dtype")  # fmt: skip
+    p.add_argument("--preset", default=None,
+                   help="model/generate: a T5Config preset (t5-small; --quick: tiny)")  # fmt: skip
+    p.add_argument("--batch", type=int, default=None, help="model/generate: batch size")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3 quick, 5)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile rows")
@@ -45,8 +50,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--device cuda: no CUDA device is visible to torch")
     if args.repeats is not None and args.repeats < 1:
         p.error(f"--repeats must be >= 1; got {args.repeats}")
-    if args.threads is not None and args.threads < 1:
-        p.error(f"--threads must be >= 1; got {args.threads}")
+    for name in ("threads", "batch"):
+        val = getattr(args, name)
+        if val is not None and val < 1:
+            p.error(f"--{name} must be >= 1; got {val}")
+    if args.preset is not None:
+        from t5edu import T5Config
+
+        try:
+            T5Config.get_config(args.preset)
+        except ValueError as err:
+            p.error(f"--preset: {err}")
     return args
 
 
@@ -90,6 +104,8 @@ def main(argv=None) -> dict:
         kwargs = {"device": device, "dtype": dtype, "quick": args.quick, "repeats": args.repeats}
         if name in ("model", "norm"):
             kwargs["compile"] = False if args.no_compile else None if name == "model" else True
+        if name in ("model", "generate"):
+            kwargs.update(preset=args.preset, batch_size=args.batch)
         t0 = time.perf_counter()
         res = BENCHES[name](**kwargs)
         record["seconds"][name] = round(time.perf_counter() - t0, 1)
@@ -97,8 +113,14 @@ def main(argv=None) -> dict:
         print(TABLES[name](res), end="\n\n", flush=True)
     record["load_average_after"] = load_average()
     if args.out:
-        write_json(args.out, record)
-        print(f"wrote {args.out}")
+        path = args.out
+        if os.path.isdir(path) or path.endswith(("/", os.sep)):
+            name = f"{machine_slug(record['machine'])}-{args.dtype}"
+            name += "".join(f"-{x}" for x in (args.preset, args.bench != "all" and args.bench,
+                                                args.quick and "quick") if x)  # fmt: skip
+            path = os.path.join(path, name + ".json")
+        write_json(path, record)
+        print(f"wrote {path}")
     return record
 
 

@@ -42,6 +42,8 @@ def run(
     quick: bool = False,
     repeats: int | None = None,
     backends: list[str] | None = None,
+    preset: str | None = None,
+    batch_size: int | None = None,
 ) -> dict:
     """Greedy/beam x cached/uncached, t5edu vs HF; a JSON-ready dict.
 
@@ -52,6 +54,7 @@ def run(
 
     device = torch.device(device)
     shape = default_shape(device, quick)
+    shape.update({k: v for k, v in (("preset", preset), ("batch", batch_size)) if v})
     repeats = repeats or (3 if quick else 5)
     config, base, hf = build_pair(shape["preset"], device)
     hf.eval()

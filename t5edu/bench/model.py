@@ -21,6 +21,7 @@ from t5edu.bench.flops import measured_peak_flops, mfu, t5_flops, vendor_peak_tf
 from t5edu.bench.timing import paired_ratio, peak_memory, sync, time_alternating
 
 HALF = (torch.float16, torch.bfloat16)
+HF_REFERENCE = "HF Transformers (reference)"
 
 
 def default_shape(device: torch.device, quick: bool) -> dict:
@@ -127,12 +128,18 @@ def run(
     backends: list[str] | None = None,
     ladder: bool = True,
     compile: bool | None = None,
+    preset: str | None = None,
+    batch_size: int | None = None,
 ) -> dict:
-    """Training step t5edu (each backend) vs HF, then the speed ladder; a JSON-ready dict."""
+    """Training step t5edu (each backend) vs HF, then the speed ladder; a JSON-ready dict.
+
+    `preset` and `batch_size` override the default shape (e.g. `t5-base`, 32 on a large GPU).
+    """
     from t5edu.backends import BACKENDS
 
     device = torch.device(device)
     shape = default_shape(device, quick)
+    shape.update({k: v for k, v in (("preset", preset), ("batch", batch_size)) if v})
     repeats = repeats or (3 if quick else 5)
     config, base, hf = build_pair(shape["preset"], device)
     b, s, t = shape["batch"], shape["src_len"], shape["tgt_len"]
@@ -204,11 +211,12 @@ def speed_ladder(shape, device, dtype, backend, quick, repeats, compile, peaks, 
     """One change per row, each row keeping the changes above it; all rows timed alternating.
 
     Rows: naive eager fp32 -> `backend` attention -> bf16 autocast (CUDA only) ->
-    torch.compile -> FastRMSNorm (the hand-written backward).
+    torch.compile -> FastRMSNorm (the hand-written backward). HF's model (default attention, in
+    `dtype`) is timed in the same rounds as `reference`; every row has `speed_vs_hf`.
     """
     if compile is None:
         compile = not quick  # compiling a T5 training step takes minutes on a small CPU
-    config, base, _ = build_pair(shape["preset"], device)
+    config, base, hf = build_pair(shape["preset"], device)
     b, s, t = shape["batch"], shape["src_len"], shape["tgt_len"]
     batch = make_batch(config.vocab_size, b, s, t, device)
     half = torch.bfloat16 if dtype == torch.float32 else dtype
@@ -229,7 +237,9 @@ def speed_ladder(shape, device, dtype, backend, quick, repeats, compile, peaks, 
         reason = "skipped in --quick (compiling takes minutes on a small CPU)" if quick else "off"
         skipped["+ torch.compile"] = reason
         plan.append(("+ FastRMSNorm", {**cur[1], "norm_type": "fast_rmsnorm"}, cur[2], False))
-    steps, compile_s = {}, {}
+    # HF's model in the requested dtype runs in the same rounds, so every row also has a paired
+    # ratio to what a reader would otherwise use.
+    steps, compile_s = {HF_REFERENCE: train_step(hf, batch, device, dtype)[0]}, {}
     for label, changes, dt, use_compile in plan:
         m = clone_with(base, device, **changes)
         if use_compile:
@@ -242,9 +252,11 @@ def speed_ladder(shape, device, dtype, backend, quick, repeats, compile, peaks, 
             sync(device)
             compile_s[label] = time.perf_counter() - t0
         steps[label] = step
-    del base
+    del base, hf
     timings = time_alternating(steps, device=device, warmup=1, repeats=repeats)
     rows = _summarise(timings, b * (s + t), flops, peaks, base="naive eager, fp32")
     for row in rows:
         row["compile_s"] = compile_s.get(row["name"])
-    return {"rows": rows, "skipped": skipped, "backend": backend}
+        row["speed_vs_hf"] = paired_ratio(timings[HF_REFERENCE], timings[row["name"]])
+    reference = rows.pop(0)
+    return {"rows": rows, "reference": reference, "skipped": skipped, "backend": backend}

@@ -49,7 +49,10 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _skipped(skipped: dict) -> str:
-    return "".join(f"\nskipped {k}: {v}" for k, v in (skipped or {}).items())
+    """Skipped items as a list under the table (a blank line first, so Markdown renders it)."""
+    if not skipped:
+        return ""
+    return "\n\nSkipped:\n" + "".join(f"\n- {k}: {v}" for k, v in skipped.items())
 
 
 def model_table(res: dict) -> str:
@@ -75,25 +78,27 @@ def model_table(res: dict) -> str:
     ]
     hdr = ["side", "step [IQR]", "tokens/s", "vs HF", "peak mem", "MFU meas.", "MFU vendor",
            "|dloss|"]  # fmt: skip
-    out = head + "\n" + table(hdr, rows) + _skipped(res.get("skipped"))
+    out = head + "\n\n" + table(hdr, rows) + _skipped(res.get("skipped"))
     if "ladder" in res:
         out += "\n\n" + ladder_table(res["ladder"])
     return out
 
 
 def ladder_table(lad: dict) -> str:
+    ref = [lad["reference"]] if lad.get("reference") else []
     rows = [
         [
             r["name"],
             fmt_spread(r["time"]),
             f"{r['tokens_per_s']:,.0f}",
             fmt_ratio(r.get("speed_vs_naive eager, fp32")),
+            fmt_ratio(r.get("speed_vs_hf")),
             fmt_pct(r.get("mfu_measured")),
             "-" if r.get("compile_s") is None else f"{r['compile_s']:.0f} s",
         ]
-        for r in lad["rows"]
+        for r in lad["rows"] + ref
     ]
-    hdr = ["speed ladder (one change per row)", "step [IQR]", "tokens/s", "vs naive",
+    hdr = ["speed ladder (one change per row)", "step [IQR]", "tokens/s", "vs naive", "vs HF",
            "MFU meas.", "compile"]  # fmt: skip
     return table(hdr, rows) + _skipped(lad.get("skipped"))
 
@@ -116,7 +121,7 @@ def generate_table(res: dict) -> str:
         for r in res["rows"]
     ]
     hdr = ["mode", "side", "time [IQR]", "new tokens/s", "vs HF", "same tokens"]
-    return head + "\n" + table(hdr, rows) + _skipped(res.get("skipped"))
+    return head + "\n\n" + table(hdr, rows) + _skipped(res.get("skipped"))
 
 
 def attention_table(res: dict) -> str:
@@ -136,11 +141,13 @@ def attention_table(res: dict) -> str:
         for r in res["rows"]
     ]
     hdr = ["N", "backend", "fwd+bwd [IQR]", "peak (bias learned)", "peak (bias frozen)"]
-    out = head + "\n" + table(hdr, rows) + _skipped(res.get("skipped"))
+    out = head + "\n\n" + table(hdr, rows) + _skipped(res.get("skipped"))
     chk = res.get("memory_check") or {}
+    if chk.get("backends"):
+        out += "\n"
     for name, f in chk.get("backends", {}).items():
         out += (
-            f"\npeak memory of {name} / naive at N={chk['seq_len']}: "
+            f"\n- peak memory of {name} / naive at N={chk['seq_len']}: "
             f"{f['fraction_learned_bias']:.3f} (bias learned), "
             f"{f['fraction_frozen_bias']:.3f} (bias frozen); target <= {chk['target_fraction']:.3f}"
         )
@@ -165,7 +172,7 @@ def norm_table(res: dict) -> str:
         for r in res["rows"]
     ]
     hdr = ["variant", "fwd+bwd [IQR]", "saved for bwd", "peak", "max |diff|", "compile"]
-    return head + "\n" + table(hdr, rows) + _skipped(res.get("skipped"))
+    return head + "\n\n" + table(hdr, rows) + _skipped(res.get("skipped"))
 
 
 TABLES = {

@@ -13,6 +13,12 @@ from t5edu.config import T5Config
 from t5edu.norms import build_norm
 
 
+def dropout(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
+    """`module(x)`, skipped when it would do nothing (eval mode or p = 0): a decoding step runs
+    dozens of these, and an identity dropout still costs a dispatch."""
+    return module(x) if module.training and module.p > 0 else x
+
+
 def _to_weight_dtype(h: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     # HF keeps `wo` in float32 when loading half-precision T5 (its output overflows fp16); casting
     # the input to wo's dtype lets such a mixed model run, as in HF.
@@ -34,7 +40,7 @@ class T5DenseActDense(nn.Module):
         self.act = get_activation(config.dense_act_fn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(self.act(self.wi(x)))  # (B, T, F)
+        h = dropout(self.dropout, self.act(self.wi(x)))  # (B, T, F)
         return self.wo(_to_weight_dtype(h, self.wo))
 
 
@@ -54,7 +60,7 @@ class T5DenseGatedActDense(nn.Module):
         self.act = get_activation(config.dense_act_fn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(self.act(self.wi_0(x)) * self.wi_1(x))  # (B, T, F)
+        h = dropout(self.dropout, self.act(self.wi_0(x)) * self.wi_1(x))  # (B, T, F)
         return self.wo(_to_weight_dtype(h, self.wo))
 
 
@@ -73,7 +79,7 @@ class T5LayerFF(nn.Module):
         self.dropout = nn.Dropout(config.dropout_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.dropout(self.DenseReluDense(self.layer_norm(x)))
+        return x + dropout(self.dropout, self.DenseReluDense(self.layer_norm(x)))
 
 
 __all__ = ["T5DenseActDense", "T5DenseGatedActDense", "T5LayerFF"]

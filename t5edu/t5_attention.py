@@ -90,6 +90,8 @@ class T5Attention(nn.Module):
         else:
             k, v = self._heads(self.k(key_value_states)), self._heads(self.v(key_value_states))
             if cache is not None:
+                # Stored head-major once, so no decoding step re-copies the strided view.
+                k, v = k.contiguous(), v.contiguous()  # (B, H, S, Dh)
                 cache.set_cross(i, k, v)
         out = attention(
             q,

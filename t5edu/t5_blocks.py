@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from t5edu.config import T5Config
-from t5edu.feed_forward import T5LayerFF
+from t5edu.feed_forward import T5LayerFF, dropout
 from t5edu.kv_cache import T5Cache
 from t5edu.norms import build_norm
 from t5edu.t5_attention import T5Attention
@@ -52,7 +52,7 @@ class T5LayerSelfAttention(nn.Module):
             cache=cache,
             rope=rope,
         )
-        return x + self.dropout(h)
+        return x + dropout(self.dropout, h)
 
 
 class T5LayerCrossAttention(nn.Module):
@@ -71,7 +71,7 @@ class T5LayerCrossAttention(nn.Module):
             attention_mask=attention_mask,
             cache=cache,
         )
-        return x + self.dropout(h)
+        return x + dropout(self.dropout, h)
 
 
 class T5Block(nn.Module):

@@ -19,6 +19,14 @@ from t5edu.t5_checks import check_ids, check_mask
 from t5edu.t5_stacks import T5Decoder, T5Encoder, T5EncoderOutput
 
 
+def _unless_full(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """None for a CPU mask with no padding (every attention then skips masking); masks on an
+    accelerator are kept, since testing them would wait for the device."""
+    if mask is not None and mask.device.type == "cpu" and bool(mask.all()):
+        return None
+    return mask
+
+
 @dataclass
 class Seq2SeqModelOutput:
     """HF's fields: decoder last_hidden_state `(B, T, D)`, past_key_values, encoder output."""
@@ -119,6 +127,16 @@ class T5Model(nn.Module):
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
 
+    def _embed_both(self, input_ids, decoder_input_ids):
+        """Embed source and target with one lookup: training then builds one dense
+        (vocab, d_model) embedding gradient instead of two that must be added."""
+        check_ids("input_ids", input_ids, self.config.vocab_size)
+        check_ids("decoder_input_ids", decoder_input_ids, self.config.vocab_size)
+        n = input_ids.numel()
+        emb = self.shared(torch.cat([input_ids.reshape(-1), decoder_input_ids.reshape(-1)]))
+        src = emb[:n].view(*input_ids.shape, -1)  # (B, S, D)
+        return src, emb[n:].view(*decoder_input_ids.shape, -1)  # (B, T, D)
+
     def _encode(self, input_ids, attention_mask, inputs_embeds, encoder_outputs):
         if encoder_outputs is not None:
             if isinstance(encoder_outputs, (tuple, list)):
@@ -132,7 +150,7 @@ class T5Model(nn.Module):
             raise ValueError("pass input_ids (or inputs_embeds, or encoder_outputs)")
         shape = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         check_mask("attention_mask", attention_mask, shape)
-        return self.encoder(input_ids, attention_mask, inputs_embeds)
+        return self.encoder(input_ids, _unless_full(attention_mask), inputs_embeds)
 
     def _decode(self, enc, attention_mask, decoder_input_ids, decoder_attention_mask,
                 past_key_values, decoder_inputs_embeds, use_cache):  # fmt: skip
@@ -154,8 +172,9 @@ class T5Model(nn.Module):
         if use_cache is None:
             use_cache = past_key_values is not None
         return self.decoder(
-            decoder_input_ids, src, attention_mask, decoder_attention_mask,
-            decoder_inputs_embeds, past_key_values, use_cache,
+            decoder_input_ids, src, _unless_full(attention_mask),
+            _unless_full(decoder_attention_mask), decoder_inputs_embeds, past_key_values,
+            use_cache,
         )  # fmt: skip
 
     def forward(
@@ -233,6 +252,18 @@ class T5ForConditionalGeneration(T5Model):
             check_ids("labels", labels, self.config.vocab_size, allow_ignore=True)
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self.shift_right(labels)
+        ids_only = inputs_embeds is None and decoder_inputs_embeds is None
+        if (
+            torch.is_grad_enabled()
+            and self.shared.weight.requires_grad
+            and input_ids is not None
+            and decoder_input_ids is not None
+            and ids_only
+            and encoder_outputs is None
+            and past_key_values is None
+        ):
+            inputs_embeds, decoder_inputs_embeds = self._embed_both(input_ids, decoder_input_ids)
+            input_ids = decoder_input_ids = None
         enc = self._encode(input_ids, attention_mask, inputs_embeds, encoder_outputs)
         dec = self._decode(enc, attention_mask, decoder_input_ids, decoder_attention_mask,
                            past_key_values, decoder_inputs_embeds, use_cache)  # fmt: skip

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from t5edu.config import T5Config
+from t5edu.feed_forward import dropout
 from t5edu.kv_cache import T5Cache
 from t5edu.norms import build_norm
 from t5edu.t5_blocks import T5Block
@@ -77,7 +78,7 @@ class _T5Stack(nn.Module):
         return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
 
     def _run(self, h, position_bias, attention_mask, enc=None, enc_mask=None, cache=None):
-        h = self.dropout(h)
+        h = dropout(self.dropout, h)
         for block in self.block:
             if self.gradient_checkpointing and self.training and cache is None:
                 h = checkpoint(
@@ -86,7 +87,7 @@ class _T5Stack(nn.Module):
                 )  # fmt: skip
             else:
                 h = block(h, position_bias, attention_mask, enc, enc_mask, cache, self.rope)
-        return self.dropout(self.final_layer_norm(h))
+        return dropout(self.dropout, self.final_layer_norm(h))
 
 
 class T5Encoder(_T5Stack):

@@ -103,3 +103,11 @@ def test_bias_state_dict_key_and_errors():
         RelativePositionBias(32, 128, num_heads=0, bidirectional=True)
     with pytest.raises(ValueError, match="offset"):
         bias(2, 2, offset=-1)
+
+
+def test_bias_after_inference_mode_still_trains():
+    bias = RelativePositionBias(32, 128, num_heads=2, bidirectional=True)
+    with torch.inference_mode():
+        bias(5, 5)
+    bias(5, 5).sum().backward()  # the cached bucket table must not be an inference tensor
+    assert bias.weight.grad is not None and bias.weight.grad.sum() == 2 * 25

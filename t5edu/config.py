@@ -13,6 +13,7 @@ POSITION_ENCODINGS = ("relative_bias", "rope", "alibi")
 
 # Fields beyond HF's T5Config (absent from HF config.json files).
 _T5EDU_FIELDS = ("position_encoding", "norm_type", "rope_base")
+_HF_NORMS = ("rmsnorm", "fast_rmsnorm")  # HF's T5LayerNorm, computed identically
 
 
 @dataclass
@@ -212,8 +213,9 @@ class T5Config:
 
     @property
     def is_hf_compatible(self) -> bool:
-        """Whether HF's T5 can run this config (relative bias, RMSNorm)."""
-        return self.position_encoding == "relative_bias" and self.norm_type == "rmsnorm"
+        """Whether HF's T5 can run this config: relative bias and an RMSNorm ("fast_rmsnorm"
+        has the same forward bit for bit, only a leaner backward; HF reads it as "rmsnorm")."""
+        return self.position_encoding == "relative_bias" and self.norm_type in _HF_NORMS
 
     def to_hf_dict(self) -> dict:
         """The config.json dict HF writes for this model (no transformers import needed).
@@ -222,7 +224,8 @@ class T5Config:
         """
         if not self.is_hf_compatible:
             raise ValueError(
-                "HF's T5 supports only position_encoding='relative_bias' and norm_type='rmsnorm'; "
+                "HF's T5 supports only position_encoding='relative_bias' and norm_type "
+                f"{' or '.join(map(repr, _HF_NORMS))}; "
                 f"got position_encoding={self.position_encoding!r}, norm_type={self.norm_type!r}"
             )
         gated, act = FEED_FORWARD_PROJ[self.feed_forward_proj]

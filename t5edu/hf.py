@@ -84,8 +84,11 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, keep_dtypes: bool
                 target.copy_(src)
 
 
-def from_hf(hf_model, attention_backend: str = "naive") -> T5ForConditionalGeneration:
+def from_hf(hf_model, attention_backend: str = "naive", **overrides) -> T5ForConditionalGeneration:
     """Our `T5ForConditionalGeneration` with the weights, dtypes and device of an HF one.
+
+    `overrides` set config fields that do not change the function computed, e.g.
+    `norm_type="fast_rmsnorm"` or `dropout_rate`.
 
     Tying is read from the weights (transformers 5 ties whatever the config says), the rescale
     from `scale_decoder_outputs` (transformers 5) or `tie_word_embeddings` (earlier releases).
@@ -101,6 +104,7 @@ def from_hf(hf_model, attention_backend: str = "naive") -> T5ForConditionalGener
         tie_word_embeddings=tied,
         scale_decoder_outputs=bool(scale),
         attention_backend=attention_backend,
+        **overrides,
     )
     w = hf_model.shared.weight
     model = T5ForConditionalGeneration(config).to(device=w.device, dtype=w.dtype)

@@ -189,3 +189,9 @@ def test_num_parameters_equals_our_built_model(name, changes):
     with torch.device("meta"):
         model = T5ForConditionalGeneration(config)
     assert num_parameters(config) == sum(p.numel() for p in model.parameters())
+
+
+def test_fast_rmsnorm_is_hf_compatible_and_other_norms_are_not():
+    assert T5Config(norm_type="fast_rmsnorm").to_hf().d_model == 512
+    with pytest.raises(ValueError, match="norm_type"):
+        T5Config(norm_type="layernorm").to_hf()

@@ -128,6 +128,20 @@ def test_gradients_match_hf(name, backend):
         torch.testing.assert_close(p.grad, theirs[key].grad, atol=tol, rtol=tol, msg=key)
 
 
+@pytest.mark.parametrize("name", ["v1_relu_tied", "v11_gated_gelu_untied"])
+def test_fast_rmsnorm_model_matches_hf(name):
+    hf = hf_model(name)
+    ours = from_hf(hf, norm_type="fast_rmsnorm")
+    inputs = batch()
+    want, got = hf(**inputs), ours(**inputs)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=1e-5)
+    want.loss.backward()
+    got.loss.backward()
+    theirs = dict(hf.named_parameters())
+    for key, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, theirs[key].grad, atol=1e-5, rtol=1e-5, msg=key)
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_from_hf_to_hf_round_trip_is_exact(name):
     hf = hf_model(name)

@@ -21,14 +21,12 @@ from t5edu.data import (
     collate,
     compute_input_and_target_lengths,
     load_corpus,
-    load_superglue,
     load_text_corpus,
     name_task,
     save_corpus,
     split_of,
     stdlib_corpus,
     summarize_task,
-    superglue_to_text,
 )
 from t5edu.tokenizer import train_tokenizer
 
@@ -398,10 +396,6 @@ def test_hf_datasets_are_optional(monkeypatch):
         load_text_corpus("pile")
     with pytest.raises(ValueError, match="limit"):
         load_text_corpus("c4", limit=-1)
-    with pytest.raises(ImportError, match="pip install datasets"):
-        load_superglue("boolq")
-    with pytest.raises(ValueError, match="task"):
-        load_superglue("squad")
 
 
 def test_hf_loaders_with_a_stand_in_datasets(monkeypatch):
@@ -417,19 +411,8 @@ def test_hf_loaders_with_a_stand_in_datasets(monkeypatch):
 
     def load_dataset(path, config, split, **kwargs):
         calls.append((path, config, split))
-        if path == "aps/super_glue":
-            return Rows([{"question": "q?", "passage": "p.", "idx": 0, "label": 0}])
         return iter([{"text": f"document {i}"} for i in range(10)])
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     assert list(load_text_corpus("c4", limit=3)) == ["document 0", "document 1", "document 2"]
     assert calls[-1] == ("allenai/c4", "en", "train")
-    assert load_superglue("boolq") == [("boolq question: q? passage: p.", "False")]
-
-
-def test_superglue_text_format():
-    row = {"question": "is it?", "passage": "It is.", "idx": 3, "label": 1}
-    assert superglue_to_text("boolq", row, ["False", "True"]) == (
-        "boolq question: is it? passage: It is.",
-        "True",
-    )

@@ -20,7 +20,7 @@ from t5edu.data.corpus import (
     split_of,
     stdlib_corpus,
 )
-from t5edu.data.hf_datasets import load_superglue, load_text_corpus, superglue_to_text
+from t5edu.data.hf_datasets import load_text_corpus
 from t5edu.data.span_corruption import (
     CorruptedSpans,
     compute_input_and_target_lengths,
@@ -125,7 +125,6 @@ __all__ = [
     "compute_input_and_target_lengths",
     "default_cache_dir",
     "load_corpus",
-    "load_superglue",
     "load_text_corpus",
     "name_task",
     "noise_span_to_unique_sentinel",
@@ -137,5 +136,4 @@ __all__ = [
     "split_of",
     "stdlib_corpus",
     "summarize_task",
-    "superglue_to_text",
 ]

@@ -13,6 +13,7 @@ Chapter 11 explains every option; chapter 13 the distributed ones.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -119,7 +120,6 @@ DEFAULT_LR = {"adamw_scale": 2e-2, "adafactor": 1e-2, "adamw": 1e-3}
 
 def build_data(args):
     """Train stream, validation and generation sets, decode, vocabulary size, lengths."""
-    import functools
     from types import SimpleNamespace
 
     from t5edu.data import build_default
@@ -230,11 +230,18 @@ def build_trainer(args, info) -> tuple[Trainer, object]:
         max_new_tokens=args.max_new_tokens,
         progress=not args.no_progress,
     )
+    collate_fn = collate
+    if args.compile:  # fixed shapes: one compiled graph instead of one per padded length
+        collate_fn = functools.partial(
+            collate,
+            inputs_length=data.inputs_length or 16,
+            targets_length=data.targets_length or 16,
+        )
     trainer = Trainer(
         model,
         cfg,
         data.train,
-        collate,
+        collate_fn,
         val_data=data.val,
         generation_data=data.gen,
         decode=data.decode,

@@ -5,17 +5,15 @@ B batch, S source length, T target length, D d_model, V vocab_size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from t5edu.config import T5Config
 from t5edu.feed_forward import T5DenseActDense, T5DenseGatedActDense
-from t5edu.kv_cache import T5Cache
 from t5edu.t5_attention import T5Attention
 from t5edu.t5_checks import check_ids, check_mask
+from t5edu.t5_outputs import Seq2SeqLMOutput, Seq2SeqModelOutput
 from t5edu.t5_stacks import T5Decoder, T5Encoder, T5EncoderOutput
 
 
@@ -25,25 +23,6 @@ def _unless_full(mask: torch.Tensor | None) -> torch.Tensor | None:
     if mask is not None and mask.device.type == "cpu" and bool(mask.all()):
         return None
     return mask
-
-
-@dataclass
-class Seq2SeqModelOutput:
-    """HF's fields: decoder last_hidden_state `(B, T, D)`, past_key_values, encoder output."""
-
-    last_hidden_state: torch.Tensor
-    past_key_values: T5Cache | None = None
-    encoder_last_hidden_state: torch.Tensor | None = None
-
-
-@dataclass
-class Seq2SeqLMOutput:
-    """HF's fields: loss (scalar, mean over labels != -100), logits `(B, T, V)`, cache, encoder."""
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    past_key_values: T5Cache | None = None
-    encoder_last_hidden_state: torch.Tensor | None = None
 
 
 class T5Model(nn.Module):

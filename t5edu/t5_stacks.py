@@ -5,8 +5,6 @@ B batch, S source length, T target length, H heads, D d_model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -16,21 +14,7 @@ from t5edu.feed_forward import dropout
 from t5edu.kv_cache import T5Cache
 from t5edu.norms import build_norm
 from t5edu.t5_blocks import T5Block
-
-
-@dataclass
-class T5EncoderOutput:
-    """last_hidden_state `(B, S, D)`, after the final norm and dropout (HF `BaseModelOutput`)."""
-
-    last_hidden_state: torch.Tensor
-
-
-@dataclass
-class T5DecoderOutput:
-    """last_hidden_state `(B, T, D)`; past_key_values: the updated `T5Cache` or None."""
-
-    last_hidden_state: torch.Tensor
-    past_key_values: T5Cache | None = None
+from t5edu.t5_outputs import T5DecoderOutput, T5EncoderOutput
 
 
 class _T5Stack(nn.Module):

@@ -184,7 +184,9 @@ class T5ForConditionalGeneration(T5Model):
     and separate otherwise (v1.1, FLAN-T5); when `config.scale_decoder_outputs` (default: when
     tied) the decoder output is multiplied by d_model**-0.5 first, since the unit-variance
     embedding would otherwise give logits sqrt(D) times too large. The loss is cross-entropy in
-    float32, averaged over the labels that are not -100.
+    float32, averaged over the labels that are not -100. In float16, each sub-layer's output is
+    clamped below the fp16 maximum once it overflows (T5's feed-forward outputs exceed 65504;
+    see `t5edu.t5_blocks.clamp_fp16_inf`), exactly as HF's T5 does; bf16 needs no clamp.
 
     Also: `generate(...)` (see `t5edu.generation.generate`), `from_pretrained(path)` and
     `save_pretrained(path)` (see `t5edu.hf`). Raises ValueError as `T5Model`, and for labels

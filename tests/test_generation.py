@@ -159,3 +159,24 @@ def test_warp_logits_equals_hf_warpers(temperature, top_k, top_p):
     if top_p is not None:
         want = TopPLogitsWarper(top_p)(None, want)
     assert torch.equal(warp_logits(scores, temperature, top_k, top_p), want)
+
+
+@pytest.mark.parametrize("position_encoding", ["rope", "alibi"])
+def test_rope_and_alibi_cached_equals_uncached(position_encoding):
+    from t5edu.config import T5Config
+    from t5edu.t5_model import T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3,
+        num_heads=4, position_encoding=position_encoding, tie_word_embeddings=False,
+    )  # fmt: skip
+    model = T5ForConditionalGeneration(config).eval()
+    inputs = batch()
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    for num_beams in (1, 4):
+        cached = model.generate(ids, mask, max_new_tokens=NEW, num_beams=num_beams)
+        uncached = model.generate(
+            ids, mask, max_new_tokens=NEW, num_beams=num_beams, use_cache=False
+        )
+        assert torch.equal(cached, uncached)

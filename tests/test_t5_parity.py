@@ -221,3 +221,24 @@ def test_untied_head_is_separate_and_tied_head_is_shared():
     assert untied.lm_head.weight is not untied.shared.weight
     assert not untied.config.scale_decoder_outputs
     assert untied.encoder.embed_tokens is untied.shared is untied.decoder.embed_tokens
+
+
+def test_t5model_without_head_matches_hf():
+    from t5edu.hf import load_state_dict_strict
+    from t5edu.t5_model import T5Model
+
+    hf_full = hf_model("decoder_deeper")
+    hf = transformers.T5Model(hf_full.config).eval()
+    hf.load_state_dict(hf_full.state_dict(), strict=False)
+    ours = T5Model(from_hf(hf_full).config).eval()
+    load_state_dict_strict(ours, hf.state_dict())
+    inputs = batch()
+    dec = hf_full._shift_right(inputs["labels"])
+    kwargs = dict(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    with torch.no_grad():
+        want = hf(**kwargs, decoder_input_ids=dec)
+        got = ours(**kwargs, decoder_input_ids=dec)
+    torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        got.encoder_last_hidden_state, want.encoder_last_hidden_state, atol=1e-5, rtol=1e-5
+    )

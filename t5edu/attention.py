@@ -24,7 +24,8 @@ def check_attention_inputs(
 
     Raises:
         ValueError: naming the argument, the shape received and the shape expected, when q, k, v
-            are not 4-D `(batch, heads, len, head_dim)` with matching batch, heads and head dims,
+            are not 4-D `(batch, heads, len, head_dim)` of one floating dtype with matching batch,
+            heads and head dims (v shaped exactly like k),
             when `bias` cannot broadcast to `(batch, heads, q_len, k_len)` (each of its trailing
             dims must be 1 or equal, it has 2 to 4 dims), or when `attention_mask` is not a bool or
             integer `(batch, k_len)` tensor holding only 0 and 1.
@@ -32,15 +33,19 @@ def check_attention_inputs(
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
             raise ValueError(f"{name} must be (batch, heads, len, head_dim); got {_describe(t)}")
+    if not (q.dtype.is_floating_point and q.dtype == k.dtype == v.dtype):
+        raise ValueError(
+            f"q, k and v must share one floating-point dtype; got {q.dtype}, {k.dtype}, {v.dtype}"
+        )
     b, h, tq, d = q.shape
     if k.shape[:2] != (b, h) or k.shape[-1] != d:
         raise ValueError(
             f"k must be (batch={b}, heads={h}, k_len, head_dim={d}) to match q; got shape "
             f"{tuple(k.shape)} (q has shape {tuple(q.shape)})"
         )
-    if v.shape[:3] != k.shape[:3]:
+    if v.shape != k.shape:
         raise ValueError(
-            f"v must be (batch, heads, k_len) = {tuple(k.shape[:3])} like k; got shape "
+            f"v must be (batch, heads, k_len, head_dim) = {tuple(k.shape)} like k; got shape "
             f"{tuple(v.shape)}"
         )
     tk = k.shape[2]
@@ -183,6 +188,12 @@ class MultiHeadAttention(nn.Module):
         backend: str = "naive",
     ):
         super().__init__()
+        from t5edu.backends import BACKENDS
+
+        if num_heads < 1 or d_model < 1:
+            raise ValueError(f"d_model and num_heads must be >= 1; got {d_model}, {num_heads}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {sorted(BACKENDS)}; got {backend!r}")
         if d_kv is None:
             if d_model % num_heads:
                 raise ValueError(
@@ -210,6 +221,12 @@ class MultiHeadAttention(nn.Module):
     ) -> torch.Tensor:
         from t5edu.backends import attention
 
+        d_model = self.q.in_features
+        for name, t in (("x", x), ("context", context)):
+            if t is not None and (t.dim() != 3 or t.shape[-1] != d_model):
+                raise ValueError(
+                    f"{name} must be (batch, len, d_model={d_model}); got shape {tuple(t.shape)}"
+                )
         context = x if context is None else context
         q = self.split_heads(self.q(x))
         k, v = self.split_heads(self.k(context)), self.split_heads(self.v(context))

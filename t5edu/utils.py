@@ -42,7 +42,7 @@ def setup(seed: int = 0, verbose: bool = True) -> torch.device:
 def compare(name: str, got: torch.Tensor, want: torch.Tensor, atol: float) -> None:
     """Assert `|got - want| <= atol` everywhere and print the gap rounded up to a power of ten.
 
-    The printed bound ("< 1e-06") does not change from run to run or machine to machine the way
+    The printed bound ("<= 1e-06") does not change from run to run or machine to machine the way
     the raw difference does, so chapters can show it under nbval. Returns None, so that a call
     ending a notebook cell prints nothing more.
 
@@ -58,4 +58,4 @@ def compare(name: str, got: torch.Tensor, want: torch.Tensor, atol: float) -> No
         print(f"{name}: bit-identical")
     else:
         bound = 10.0 ** math.ceil(math.log10(diff))
-        print(f"{name}: max |diff| < {bound:.0e} (tolerance {atol:.0e})")
+        print(f"{name}: max |diff| <= {bound:.0e} (tolerance {atol:.0e})")

@@ -129,8 +129,8 @@ class T5Config:
         if self.position_encoding == "rope":
             if self.d_kv % 2:
                 raise ValueError(f"d_kv must be even for RoPE (it rotates pairs); got {self.d_kv}")
-            if not self.rope_base > 0:
-                raise ValueError(f"rope_base must be > 0; got {self.rope_base!r}")
+            if not self.rope_base > 1:  # base**(-2i/d) must decay, as RoPE requires
+                raise ValueError(f"rope_base must be > 1; got {self.rope_base!r}")
         for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -179,7 +179,10 @@ class T5Config:
         key = name.removeprefix("google-t5/")
         if key not in PRESETS:
             raise ValueError(f"name must be one of {sorted(PRESETS)}; got {name!r}")
-        return cls(**{**PRESETS[key], **overrides}) if overrides else cls(**PRESETS[key])
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"overrides: unknown T5Config fields {unknown}")
+        return cls(**{**PRESETS[key], **overrides})
 
     # --- HF conversion ---------------------------------------------------------------------
     @classmethod

@@ -131,6 +131,21 @@ def to_hf(model: T5ForConditionalGeneration, attn_implementation: str | None = N
 
 
 # --- checkpoint directories -------------------------------------------------------------------
+def _read(loader, path: Path) -> dict:
+    """loader(path), with a truncated or corrupted file reported by name as a ValueError."""
+    try:
+        return loader(path)
+    except Exception as err:  # safetensors and torch raise their own types for bad bytes
+        raise ValueError(f"checkpoint file {str(path)!r} cannot be read ({err})") from err
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from err
+
+
 def _checkpoint_state_dict(directory: Path) -> dict:
     """All tensors of model.safetensors (sharded or not), else pytorch_model.bin."""
     from safetensors.torch import load_file
@@ -140,13 +155,13 @@ def _checkpoint_state_dict(directory: Path) -> dict:
         ("pytorch_model.bin", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
     ):
         if (directory / name).is_file():
-            return loader(directory / name)
+            return _read(loader, directory / name)
         index = directory / f"{name}.index.json"
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            shards = sorted(set(_read_json(index)["weight_map"].values()))
             out = {}
             for shard in shards:
-                out.update(loader(directory / shard))
+                out.update(_read(loader, directory / shard))
             return out
     raise ValueError(
         f"path_or_name: {directory} has no model.safetensors or pytorch_model.bin (or index)"
@@ -196,7 +211,7 @@ def from_pretrained(
         directory = _download(str(path_or_name))
     if not (directory / "config.json").is_file():
         raise ValueError(f"path_or_name: {str(directory)!r} has no config.json")
-    raw = json.loads((directory / "config.json").read_text())
+    raw = _read_json(directory / "config.json")
     sd = _checkpoint_state_dict(directory)
     shared = next((sd[k] for k in EMBEDDING_ALIASES if k in sd), None)
     tie_flag = raw.get("tie_word_embeddings", True)

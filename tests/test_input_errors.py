@@ -1,0 +1,64 @@
+"""Bad input found by a new-user review: each raises ValueError naming what was wrong."""
+
+import pytest
+import torch
+
+import t5edu
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = t5edu.T5Config(vocab_size=50, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+    return t5edu.T5ForConditionalGeneration(config).eval()
+
+
+def test_encoder_alone_checks_ids(tiny):
+    with pytest.raises(ValueError, match=r"input_ids must be in \[0, vocab_size=50\); got 60"):
+        tiny.encoder(torch.tensor([[1, 60]]))
+
+
+def test_encoder_checks_inputs_embeds_width(tiny):
+    with pytest.raises(ValueError, match=r"inputs_embeds must be \(batch, length, d_model=32\)"):
+        tiny.encoder(inputs_embeds=torch.randn(1, 3, 16))
+
+
+def test_get_config_rejects_unknown_override():
+    with pytest.raises(ValueError, match=r"unknown T5Config fields \['foo'\]"):
+        t5edu.T5Config.get_config("tiny", foo=1)
+
+
+def test_rope_base_must_exceed_one():
+    with pytest.raises(ValueError, match="rope_base must be > 1; got 0.5"):
+        t5edu.T5Config(position_encoding="rope", rope_base=0.5)
+
+
+@pytest.mark.parametrize("broken", ["model.safetensors", "config.json"])
+def test_corrupted_checkpoint_file_is_named(tiny, tmp_path, broken):
+    tiny.save_pretrained(tmp_path)
+    (tmp_path / broken).write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match=broken):
+        t5edu.T5ForConditionalGeneration.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(k=torch.randn(1, 2, 4, 8, dtype=torch.float64)), "one floating-point dtype"),
+        (dict(v=torch.randn(1, 2, 4, 16)), r"v must be .*\(1, 2, 4, 8\)"),
+    ],
+)
+def test_attention_dtype_and_value_width(kwargs, match):
+    args = dict(q=torch.randn(1, 2, 3, 8), k=torch.randn(1, 2, 4, 8), v=torch.randn(1, 2, 4, 8))
+    args |= kwargs
+    with pytest.raises(ValueError, match=match):
+        t5edu.scaled_dot_product_attention(args["q"], args["k"], args["v"])
+
+
+def test_multi_head_attention_checks_backend_and_width():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        t5edu.MultiHeadAttention(32, 4, backend="nope")
+    mha = t5edu.MultiHeadAttention(32, 4)
+    with pytest.raises(
+        ValueError, match=r"x must be \(batch, len, d_model=32\); got shape \(2, 5, 16\)"
+    ):
+        mha(torch.randn(2, 5, 16))

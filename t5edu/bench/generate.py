@@ -22,7 +22,7 @@ def default_shape(device: torch.device, quick: bool) -> dict:
         return {"preset": "tiny", "batch": 2, "src_len": 32, "max_new_tokens": 8,
                 "uncached_new_tokens": 8, "num_beams": 4}  # fmt: skip
     return {"preset": "t5-small", "batch": 8, "src_len": 512, "max_new_tokens": 114,
-            "uncached_new_tokens": 32, "num_beams": 4}  # fmt: skip
+            "uncached_new_tokens": 16, "num_beams": 4}  # fmt: skip
 
 
 def _generate(model, batch, *, num_beams, use_cache, new_tokens):

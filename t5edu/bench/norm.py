@@ -103,7 +103,10 @@ def run(
             diffs = [(y - ref_y).abs().max(), (gx - ref_gx).abs().max()]
             diffs.append((gw - ref_gw).abs().max() / gw_scale)
             max_diff[name] = max(v.item() for v in diffs)
-        if not max_diff[name] <= tol:
+        # fp32 disagreement is a bug (the norm tests would fail too): stop. In half precision the
+        # variants round differently (torch.nn.RMSNorm may compute in the input dtype), so the gap
+        # is recorded next to the timings instead.
+        if dtype == torch.float32 and not max_diff[name] <= tol:
             raise AssertionError(
                 f"norm bench: {name} differs from t5edu.RMSNorm by {max_diff[name]}"
             )

@@ -27,7 +27,7 @@ from t5edu.train.optim import OPTIMIZERS
 from t5edu.train.schedules import SCHEDULES
 from t5edu.train.trainer import PRECISIONS, TrainConfig, Trainer
 
-DEFAULTS = TrainConfig(steps=800, batch_size=32, warmup_steps=50, eval_every=200, log_every=10)
+DEFAULTS = TrainConfig(steps=1200, batch_size=16, warmup_steps=50, eval_every=200, log_every=10)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--activation-checkpointing", action="store_true")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--attention-backend", default=None, help="e.g. sdpa (default: the preset's)")
+    g.add_argument(
+        "--attention-backend",
+        default="sdpa",
+        help="a name in t5edu.BACKENDS (sdpa: PyTorch's fused kernel)",
+    )
     g.add_argument(
         "--strategy", choices=STRATEGIES, default="none", help="ddp or fsdp under torchrun"
     )
@@ -200,9 +204,7 @@ def build_trainer(args, info) -> tuple[Trainer, object]:
 
     data = build_data(args)
     seed_everything(args.seed)  # the same initial weights on every process
-    overrides = {"vocab_size": data.vocab}
-    if args.attention_backend:
-        overrides["attention_backend"] = args.attention_backend
+    overrides = {"vocab_size": data.vocab, "attention_backend": args.attention_backend}
     model = T5ForConditionalGeneration(T5Config.get_config(args.preset, **overrides))
     cfg = TrainConfig(
         steps=args.steps,

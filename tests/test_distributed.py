@@ -20,7 +20,7 @@ from t5edu.data import collate
 from t5edu.t5_model import T5ForConditionalGeneration
 from t5edu.train import TrainConfig, Trainer, init_distributed, wrap_model
 from t5edu.train.distributed import DistInfo, cleanup
-from t5edu.train.toy import reverse_task
+from t5edu.train.toy import decode_ids, reverse_task
 
 VOCAB = 64
 STEPS = 4
@@ -38,10 +38,13 @@ def tiny_t5() -> T5ForConditionalGeneration:
 def run(strategy: str, micro: int, out_dir: str, info: DistInfo | None = None) -> Trainer:
     cfg = TrainConfig(
         steps=STEPS, batch_size=8, micro_batch_size=micro, lr=1e-2, warmup_steps=1,
-        eval_every=STEPS, strategy=strategy, out_dir=out_dir, progress=False,
+        eval_every=STEPS, strategy=strategy, out_dir=out_dir, progress=False, max_new_tokens=8,
     )  # fmt: skip
     data, val = reverse_task(64, VOCAB), reverse_task(12, VOCAB, seed=7)
-    t = Trainer(tiny_t5(), cfg, data, collate, val_data=val, info=info)
+    t = Trainer(
+        tiny_t5(), cfg, data, collate, val_data=val, info=info,
+        generation_data={"reverse": val[:4]}, decode=decode_ids,
+    )  # fmt: skip
     t.train()
     return t
 
@@ -57,7 +60,11 @@ def _worker(rank: int, world: int, port: int, strategy: str, micro: int, out_dir
         t = run(strategy, micro, out_dir, info)
         if rank == 0:
             evals = [r["val_loss"] for r in t.history if r["kind"] == "eval"]
-            result = {"losses": t.step_losses, "val": evals, "accumulation": t.accumulation}
+            samples = [s["prediction"] for s in t.history[-1]["reverse/samples"]]
+            result = {
+                "losses": t.step_losses, "val": evals, "accumulation": t.accumulation,
+                "samples": samples,
+            }  # fmt: skip
             with open(os.path.join(out_dir, "result.json"), "w") as f:
                 json.dump(result, f)
     finally:
@@ -77,6 +84,10 @@ def single(tmp_path_factory):
     return t, [r["val_loss"] for r in t.history if r["kind"] == "eval"]
 
 
+def samples(t: Trainer) -> list[str]:
+    return [s["prediction"] for s in t.history[-1]["reverse/samples"]]
+
+
 @pytest.mark.parametrize("strategy,micro", [("ddp", 2), ("fsdp", 4)])
 def test_two_processes_equal_one(strategy, micro, single, tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), strategy, micro, str(tmp_path)), nprocs=2, join=True)
@@ -86,6 +97,8 @@ def test_two_processes_equal_one(strategy, micro, single, tmp_path):
     assert result["accumulation"] == 8 // (2 * micro)
     assert result["losses"] == pytest.approx(one.step_losses, abs=1e-5)
     assert result["val"] == pytest.approx(one_val, abs=1e-5)
+    # Generation works sharded (FSDP gathers the root's embedding and head explicitly).
+    assert result["samples"] == samples(one)
     # The checkpoint written from the shards (FSDP) or a replica (DDP) holds the full model and
     # unsharded, name-keyed optimizer state: one process can resume it.
     resumed = Trainer(one.model_class(one.model.config), one.config, one.train_data, collate)

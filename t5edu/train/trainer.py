@@ -437,6 +437,10 @@ class Trainer:
             result["val_loss"] = self.validation_loss(val)[0]
         for task, examples in (self.generation_data or {}).items():
             module = unwrap(self.engine)
+            if is_fsdp(module):
+                # generate() calls the encoder, decoder and head directly, never the root's
+                # forward, so FSDP's root hook would not gather the embedding and head: do it.
+                module.unshard()
             with self._autocast():
                 preds = generate_texts(
                     module,

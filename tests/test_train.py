@@ -20,6 +20,7 @@ from t5edu.config import T5Config
 from t5edu.data import collate
 from t5edu.t5_model import T5ForConditionalGeneration
 from t5edu.train import (
+    Adafactor,
     AdamWScale,
     CosineSchedule,
     InverseSqrtSchedule,
@@ -180,8 +181,8 @@ def test_adamw_scale_is_adamw_with_rms_scaled_lr():
     assert 0 < moved < 1e-3 * lr * 10  # floor: zero tensors move ~1e-3 * lr per step
 
 
-def test_torch_adafactor_matches_hf_adafactor():
-    """build_optimizer('adafactor') == HF Adafactor(scale_parameter, relative_step), T5's."""
+def test_adafactor_matches_hf_on_a_t5():
+    """build_optimizer('adafactor') == HF Adafactor(scale_parameter, relative_step): T5's."""
     model_a, model_b = tiny_t5(), tiny_t5()
     ours = build_optimizer(model_a, "adafactor", lr=1e-2)
     hf = hf_optim.Adafactor(model_b.parameters(), lr=None, scale_parameter=True, relative_step=True)
@@ -193,6 +194,35 @@ def test_torch_adafactor_matches_hf_adafactor():
             opt.step()
     for (name, a), b in zip(model_a.named_parameters(), model_b.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize(
+    "ours_kw,hf_kw",
+    [
+        ({}, {"lr": None}),  # T5: relative step, parameter scaling, no momentum
+        (  # external lr, momentum, weight decay, no parameter scaling
+            {"lr": 1e-3, "relative_step": False, "beta1": 0.9, "weight_decay": 0.1,
+             "scale_parameter": False},
+            {"lr": 1e-3, "relative_step": False, "beta1": 0.9, "weight_decay": 0.1,
+             "scale_parameter": False},
+        ),
+    ],
+)  # fmt: skip
+def test_adafactor_matches_hf_with_tiny_and_zero_gradients(ours_kw, hf_kw):
+    """Rows with gradients near 0 (a head's rows for tokens never predicted) and exact zeros:
+    T5 adds eps1 = 1e-30 to g^2, which is what these rows' updates depend on."""
+    ours_p, ref_p = _params(), _params()
+    ours = Adafactor(ours_p, **ours_kw)
+    ref = hf_optim.Adafactor(ref_p, **hf_kw)
+    for step in range(6):
+        for params in (ours_p, ref_p):
+            _random_grads(params, step)
+            params[0].grad[:2] *= 1e-16  # tiny
+            params[0].grad[2] = 0.0  # none at all
+        ours.step()
+        ref.step()
+    for a, b in zip(ours_p, ref_p, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
 def test_optimizer_groups_exempt_vectors_from_decay():
@@ -210,6 +240,8 @@ def test_optimizer_errors(kwargs, match):
         build_optimizer(tiny_t5(), **kwargs)
     with pytest.raises(ValueError, match="betas"):
         AdamWScale(_params(), betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="decay_rate"):
+        Adafactor(_params(), decay_rate=1.5)
 
 
 # --------------------------------------------------------------------------- accumulation

@@ -15,7 +15,7 @@ from t5edu.train.checkpoint import (
 from t5edu.train.distributed import DistInfo, init_distributed, wrap_model
 from t5edu.train.evaluation import exact_match, generate_texts, rouge_l
 from t5edu.train.metrics_log import MetricsLogger, read_metrics
-from t5edu.train.optim import AdamWScale, build_optimizer
+from t5edu.train.optim import Adafactor, AdamWScale, build_optimizer
 from t5edu.train.sampler import ResumableSampler
 from t5edu.train.schedules import (
     ConstantSchedule,
@@ -27,6 +27,7 @@ from t5edu.train.schedules import (
 from t5edu.train.trainer import TrainConfig, Trainer
 
 __all__ = [
+    "Adafactor",
     "AdamWScale",
     "CheckpointError",
     "ConstantSchedule",

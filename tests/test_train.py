@@ -451,3 +451,26 @@ def test_cli_help():
     assert out.returncode == 0, out.stderr
     for flag in ("--steps", "--batch-size", "--optimizer", "--precision", "--resume", "--strategy"):
         assert flag in out.stdout
+
+
+def test_cli_trains_resumes_and_writes_a_transformers_checkpoint(tmp_path):
+    """The toy task end to end: train 4 steps, resume to 6, reload with transformers."""
+    cmd = [
+        sys.executable, "-m", "t5edu.train", "--data", "toy", "--batch-size", "8",
+        "--warmup-steps", "1", "--eval-every", "2", "--save-every", "2", "--gen-examples", "2",
+        "--max-new-tokens", "4", "--val-examples", "8", "--log-every", "1", "--no-progress",
+        "--device", "cpu", "--out-dir", str(tmp_path),
+    ]  # fmt: skip
+    first = subprocess.run([*cmd, "--steps", "4"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(
+        [*cmd, "--steps", "6", "--resume", "latest"], capture_output=True, text=True, timeout=300
+    )
+    assert second.returncode == 0, second.stderr
+    assert "transformers.T5ForConditionalGeneration.from_pretrained loads it" in second.stdout
+    train_steps = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")]
+    assert train_steps == [1, 2, 3, 4, 5, 6]
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step-000006"
+    bad = subprocess.run([*cmd, "--resume", str(tmp_path / "nowhere")], capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "--resume: no checkpoint found" in bad.stderr

@@ -288,8 +288,13 @@ def main(argv: list[str] | None = None) -> int:
         resume = args.resume
         if resume == "latest":
             resume = Path(args.out_dir) / "checkpoints"
+        if resume is not None:
+            try:  # a missing, damaged or mismatched checkpoint: one clear line, no traceback
+                trainer.load(resume)
+            except ValueError as e:
+                parser.exit(2, f"{parser.prog}: error: --resume: {e}\n")
         t1 = time.perf_counter()
-        history = trainer.train(resume=resume)
+        history = trainer.train()
         if info.is_main:
             report(history, time.perf_counter() - t1, Path(args.out_dir), trainer)
     finally:

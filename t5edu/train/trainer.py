@@ -339,7 +339,9 @@ class Trainer:
             self.load(resume)
         if self.out_dir is not None and main and self._logger is None:
             self._logger = MetricsLogger(
-                self.out_dir / "metrics.jsonl", resume_step=self.step if resume else None
+                # after a resume (here or an earlier `load`) keep the records up to this step
+                self.out_dir / "metrics.jsonl",
+                resume_step=self.step if self.step > 0 else None,
             )
         if self.step == 0 and cfg.eval_every:
             self._record(self.evaluate())

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from t5edu.rmsnorm import check_norm_args
+
 
 class AdaptiveRMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * (1 + scale(c)) + shift(c), scale and shift linear in c.
@@ -26,12 +28,14 @@ class AdaptiveRMSNorm(nn.Module):
     statistics in float32 (float64 for float64 input).
 
     Raises:
-        ValueError: when x's last dim is not `dim`, cond's last dim is not `cond_dim`, or cond's
-            leading dims are neither `(B,)` nor x's leading dims.
+        ValueError: when `dim` or `cond_dim` is not a positive int, `eps` is negative, x's last
+            dim is not `dim`, cond's last dim is not `cond_dim`, or cond's leading dims are
+            neither `(B,)` nor x's leading dims.
     """
 
     def __init__(self, dim: int, cond_dim: int, shift: bool = False, eps: float = 1e-6):
         super().__init__()
+        check_norm_args("AdaptiveRMSNorm", eps, dim=dim, cond_dim=cond_dim)
         self.dim, self.cond_dim, self.eps = dim, cond_dim, eps
         self.to_scale = nn.Linear(cond_dim, dim)
         self.to_shift = nn.Linear(cond_dim, dim) if shift else None

@@ -5,6 +5,8 @@ B batch, H heads, Tq/Tk query/key length, Dh head dim, D d_model.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -73,6 +75,25 @@ def check_attention_inputs(
         check_mask_values(attention_mask)
 
 
+def check_scale_and_dropout(scale, dropout_p) -> None:
+    """Raise ValueError unless `scale` is None or a positive finite number and 0 <= dropout_p <= 1.
+
+    A string or a tensor scale would otherwise fail deep inside a matmul (or broadcast silently),
+    and a negative dropout probability would be ignored without a word.
+    """
+    if scale is not None and (
+        isinstance(scale, bool)
+        or not isinstance(scale, (int, float))
+        or not math.isfinite(scale)
+        or scale <= 0
+    ):
+        raise ValueError(f"scale must be None or a positive finite number; got scale={scale!r}")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)):
+        raise ValueError(f"dropout_p must be a number in [0, 1]; got dropout_p={dropout_p!r}")
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1]; got dropout_p={dropout_p}")
+
+
 def check_mask_values(attention_mask: torch.Tensor | None) -> None:
     """Raise ValueError unless every entry of an integer `attention_mask` is 0 or 1.
 
@@ -136,12 +157,13 @@ def scaled_dot_product_attention(
         HF's T5). A query whose keys are all masked gets zeros (and zero gradients), never NaN.
 
     Raises:
-        ValueError: see `check_attention_inputs`.
+        ValueError: see `check_attention_inputs` and `check_scale_and_dropout`.
 
     Reference: Vaswani et al. 2017, eq. 1; equals
     `torch.nn.functional.scaled_dot_product_attention`.
     """
     check_attention_inputs(q, k, v, bias, attention_mask)
+    check_scale_and_dropout(scale, dropout_p)
     tq, tk = q.shape[2], k.shape[2]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = torch.matmul(q, k.transpose(-1, -2))  # (B, H, Tq, Tk)

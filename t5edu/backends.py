@@ -27,7 +27,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from t5edu.attention import check_attention_inputs, scaled_dot_product_attention, visible_keys
+from t5edu.attention import (
+    check_attention_inputs,
+    check_scale_and_dropout,
+    scaled_dot_product_attention,
+    visible_keys,
+)
 from t5edu.flash_attention import check_no_dropout, flash_attention
 from t5edu.memory_efficient import memory_efficient_attention
 
@@ -255,12 +260,14 @@ def attention(
 
     Raises:
         ValueError: for an unknown `backend` (the message lists the known ones), and whatever the
-            backend raises for bad input.
+            backend raises for bad input; a `scale` that is not a positive finite number or a
+            `dropout_p` outside [0, 1].
     """
     try:
         fn = BACKENDS[backend]
     except KeyError:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}; got {backend!r}") from None
+    check_scale_and_dropout(scale, dropout_p)
     return fn(
         q,
         k,

@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from t5edu.rmsnorm import check_norm_args
+
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -76,11 +78,13 @@ class FastRMSNorm(nn.Module):
     Zhang & Sennrich 2019, eq. 4; the backward is derived in chapter 5.
 
     Raises:
-        ValueError: when the input's last dim is not `dim`.
+        ValueError: when `dim` is not a positive int, `eps` is negative, or the input's last dim
+            is not `dim`.
     """
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
+        check_norm_args("FastRMSNorm", eps, dim=dim)
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 

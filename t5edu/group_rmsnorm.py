@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from t5edu.rmsnorm import check_norm_args
+
 
 class GroupRMSNorm(nn.Module):
     """Split the last dim into `num_groups` equal groups and RMS-normalise each separately.
@@ -19,11 +21,13 @@ class GroupRMSNorm(nn.Module):
     float32 (float64 for float64 input), output in the input dtype.
 
     Raises:
-        ValueError: when `num_groups` does not divide `dim`, or the input's last dim is not `dim`.
+        ValueError: when `dim` or `num_groups` is not a positive int, `num_groups` does not
+            divide `dim`, `eps` is negative, or the input's last dim is not `dim`.
     """
 
     def __init__(self, dim: int, num_groups: int, eps: float = 1e-6):
         super().__init__()
+        check_norm_args("GroupRMSNorm", eps, dim=dim, num_groups=num_groups)
         if num_groups < 1 or dim % num_groups:
             raise ValueError(
                 f"num_groups must be a positive divisor of dim={dim}; got num_groups={num_groups}"

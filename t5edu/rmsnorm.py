@@ -5,8 +5,25 @@ D model width; the norm runs over the last dim.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+
+def check_norm_args(name: str, eps, **dims) -> None:
+    """Raise ValueError naming the argument unless each width is a positive int and eps >= 0.
+
+    Shared by every norm of the RMSNorm family: `RMSNorm(0)` or a negative `eps` would otherwise
+    build a module that returns NaN or inf on its first call.
+    """
+    for arg, value in dims.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: {arg} must be a positive int; got {arg}={value!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
+        raise ValueError(f"{name}: eps must be a finite number >= 0; got eps={eps!r}")
+    if eps < 0:
+        raise ValueError(f"{name}: eps must be >= 0; got eps={eps}")
 
 
 class RMSNorm(nn.Module):
@@ -18,11 +35,13 @@ class RMSNorm(nn.Module):
     dtype, and `torch.nn.RMSNorm` within 1e-6 in float32. Zhang & Sennrich 2019, eq. 4.
 
     Raises:
-        ValueError: when the input's last dim is not `dim`.
+        ValueError: when `dim` is not a positive int, `eps` is negative, or the input's last dim
+            is not `dim`.
     """
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
+        check_norm_args("RMSNorm", eps, dim=dim)
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 

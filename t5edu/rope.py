@@ -168,8 +168,10 @@ class RoPE(nn.Module):
 
     def cos_sin(self, seq_len: int, offset: int = 0, device=None):
         """float32 cos and sin `(seq_len, dim)` for positions offset .. offset + seq_len - 1."""
-        if offset < 0:
-            raise ValueError(f"offset must be >= 0; got offset={offset}")
+        if isinstance(offset, bool) or not isinstance(offset, (int, torch.SymInt)) or offset < 0:
+            raise ValueError(
+                f"offset must be an int >= 0 (a token position); got offset={offset!r}"
+            )
         end = offset + seq_len
         if self.learnable:
             positions = torch.arange(offset, end, device=self.inv_freq.device)

@@ -24,14 +24,22 @@ STYLE = {
 
 
 def use_style() -> None:
-    """Apply the house style and render inline figures as PNG (stable under nbval)."""
+    """Apply the house style and render inline figures as PNG (stable under nbval).
+
+    Inside a Jupyter kernel this also selects the inline backend: an inherited
+    ``MPLBACKEND=Agg`` (set by CI scripts and some servers) would otherwise make ``plt.show()``
+    display nothing, and the figures would vanish from the page.
+    """
     mpl.rcParams.update(STYLE)
     try:
+        from IPython import get_ipython
         from matplotlib_inline.backend_inline import set_matplotlib_formats
-
-        set_matplotlib_formats("png")
     except ImportError:  # outside IPython there is nothing to configure
-        pass
+        return
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "kernel") and "inline" not in mpl.get_backend():
+        shell.run_line_magic("matplotlib", "inline")
+    set_matplotlib_formats("png")
 
 
 def heatmap(

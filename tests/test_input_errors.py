@@ -62,3 +62,49 @@ def test_multi_head_attention_checks_backend_and_width():
         ValueError, match=r"x must be \(batch, len, d_model=32\); got shape \(2, 5, 16\)"
     ):
         mha(torch.randn(2, 5, 16))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"scale": "0.5"}, r"scale must be None or a positive finite number; got scale='0.5'"),
+        ({"scale": 0.0}, r"got scale=0.0"),
+        ({"scale": float("nan")}, r"got scale=nan"),
+        ({"dropout_p": -0.1}, r"dropout_p must be in \[0, 1\]; got dropout_p=-0.1"),
+        ({"dropout_p": 1.5}, r"dropout_p must be in \[0, 1\]; got dropout_p=1.5"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["reference", "naive", "sdpa"])
+def test_attention_scale_and_dropout(kwargs, match, backend):
+    q = torch.randn(1, 2, 3, 4)
+    with pytest.raises(ValueError, match=match):
+        if backend == "reference":
+            t5edu.scaled_dot_product_attention(q, q, q, **kwargs)
+        else:
+            t5edu.backends.attention(q, q, q, backend=backend, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: t5edu.RMSNorm(0), r"RMSNorm: dim must be a positive int; got dim=0"),
+        (lambda: t5edu.RMSNorm(8, eps=-1e-6), r"RMSNorm: eps must be >= 0; got eps=-1e-06"),
+        (lambda: t5edu.FastRMSNorm(8.0), r"FastRMSNorm: dim must be a positive int; got dim=8.0"),
+        (lambda: t5edu.FastRMSNorm(8, eps=float("inf")), r"eps must be a finite number"),
+        (lambda: t5edu.AdaptiveRMSNorm(8, 0), r"cond_dim must be a positive int; got cond_dim=0"),
+        (lambda: t5edu.GroupRMSNorm(8, 2, eps=-1.0), r"GroupRMSNorm: eps must be >= 0"),
+        (lambda: t5edu.GroupRMSNorm(-8, 2), r"GroupRMSNorm: dim must be a positive int"),
+    ],
+)
+def test_norm_constructor_arguments(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_superglue_cli_unknown_task_is_a_usage_error(capsys):
+    from t5edu.superglue.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["format", "--task", "nope"])
+    assert exit_info.value.code == 2
+    assert "--task: task must be one of" in capsys.readouterr().err

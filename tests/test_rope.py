@@ -234,7 +234,9 @@ def test_bad_shapes_raise():
         rope(torch.randn(1, 1, 5, 8), torch.randn(1, 1, 5, 6))
     with pytest.raises(ValueError, match="q_len=6, k_len=5"):
         rope(torch.randn(1, 1, 6, 8), torch.randn(1, 1, 5, 8))
-    with pytest.raises(ValueError, match="offset must be >= 0; got offset=-1"):
+    with pytest.raises(
+        ValueError, match=r"offset must be an int >= 0 \(a token position\); got offset=-1"
+    ):
         rope(torch.randn(1, 1, 5, 8), torch.randn(1, 1, 5, 8), offset=-1)
 
 

@@ -74,8 +74,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    tasks = resolve_tasks(",".join(args.task))
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        tasks = resolve_tasks(",".join(args.task))
+    except ValueError as e:  # a usage error: one line and exit 2, not a traceback
+        parser.error(f"--task: {e}")
     if args.source == "local" and not args.data:
         raise SystemExit("--data DIR is required with --source local")
     if args.command == "format":

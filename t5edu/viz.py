@@ -59,3 +59,52 @@ def heatmap(
     if cbar_label:
         cb.set_label(cbar_label)
     return im
+
+
+def interact(draw, **sliders) -> None:
+    """Redraw a figure under sliders in a live notebook (Colab, JupyterLab); chapters 2 and 7.
+
+    Args:
+        draw: draws one figure on the current pyplot state from keyword arguments whose defaults
+            are the values shown first.
+        sliders: `name=(min, max, step)`: integer slider when all three are ints, else float.
+
+    Without ipywidgets (a plain Python run, or the rendered book, which keeps the static figure
+    drawn above the call) it draws once with the defaults and says how to get the sliders.
+
+    Raises:
+        ValueError: when a slider is not a `(min, max, step)` triple with min < max and step > 0,
+            or names no parameter of `draw`.
+    """
+    import inspect
+
+    params = inspect.signature(draw).parameters
+    for name, spec in sliders.items():
+        if name not in params:
+            raise ValueError(f"slider {name!r} is not a parameter of draw; has {list(params)}")
+        if not (isinstance(spec, tuple) and len(spec) == 3 and spec[0] < spec[1] and spec[2] > 0):
+            raise ValueError(
+                f"slider {name} must be (min, max, step) with min < max, step > 0; got {spec!r}"
+            )
+    try:
+        import ipywidgets
+    except ImportError:
+        print("ipywidgets is not installed: the figure at its defaults (pip install ipywidgets)")
+        draw()
+        plt.show()
+        return
+
+    def show(**values):
+        draw(**values)
+        plt.show()
+
+    controls = {}
+    for name, (lo, hi, step) in sliders.items():
+        default = params[name].default
+        is_int = all(isinstance(x, int) for x in (lo, hi, step))
+        widget = ipywidgets.IntSlider if is_int else ipywidgets.FloatSlider
+        value = default if default is not inspect.Parameter.empty else lo
+        # Redraw on release only: a matplotlib redraw per pixel of drag is slow on Colab.
+        controls[name] = widget(value=value, min=lo, max=hi, step=step, description=name,
+                                continuous_update=False)  # fmt: skip
+    ipywidgets.interact(show, **controls)

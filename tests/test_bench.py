@@ -15,6 +15,17 @@ from t5edu.bench import __main__ as cli
 from t5edu.bench import attention as attn_bench
 from t5edu.bench import flops, generate, machine, model, norm, report, timing
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Micro-sized ops on one thread: on a busy shared machine two OpenMP threads wait on each
+    other and these tests run 20x slower. Nothing here measures speed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------------------------- FLOPs
 
 CONFIGS = {
@@ -184,11 +195,23 @@ def test_report_table():
 
 
 # ----------------------------------------------------------------------------- CLI end to end
+# Each subcommand runs for real through the CLI at micro sizes (a 1-layer, 32-wide T5), so the
+# whole path (probing backends, alternating timing, memory, tables, JSON) is exercised in seconds.
+
+MICRO = dict(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_layers=1,
+             num_decoder_layers=1)  # fmt: skip
 
 
 @pytest.fixture
 def tiny_sizes(monkeypatch):
-    """Shrink every benchmark below even --quick, so the CLI path runs in seconds."""
+    """Shrink every benchmark below even --quick, so each CLI run takes seconds."""
+    real_pair = model.build_pair
+
+    def micro_pair(preset, device, seed=0, **overrides):
+        return real_pair(preset, device, seed, **{**MICRO, **overrides})
+
+    monkeypatch.setattr(model, "build_pair", micro_pair)
+    monkeypatch.setattr(generate, "build_pair", micro_pair)
     tiny_model = {"preset": "tiny", "batch": 1, "src_len": 12, "tgt_len": 5}
     monkeypatch.setattr(model, "default_shape", lambda device, quick: dict(tiny_model))
     tiny_gen = {"preset": "tiny", "batch": 2, "src_len": 8, "max_new_tokens": 4,
@@ -198,42 +221,81 @@ def tiny_sizes(monkeypatch):
     monkeypatch.setattr(attn_bench, "default_sweep", lambda device, quick: dict(sweep))
     monkeypatch.setattr(norm, "default_shape", lambda device, quick: (2, 8, 32))
     real_peak = flops.measured_peak_flops
-    monkeypatch.setattr(model, "measured_peak_flops", lambda d, t, n=None: real_peak(d, t, 64, 2))
+    monkeypatch.setattr(
+        model, "measured_peak_flops", lambda d, t, n=None: real_peak(d, t, 32, 2, min_sample_s=0)
+    )
 
 
-def test_cli_all_quick_writes_json(tmp_path, tiny_sizes, capsys):
-    out = tmp_path / "res.json"
-    cli.main(["all", "--quick", "--no-compile", "--repeats", "2", "--out", str(out)])
+def run_cli(tmp_path, bench, *extra):
+    """Run `python -m t5edu.bench <bench> --quick ...` in-process; the JSON it wrote, parsed."""
+    out = tmp_path / f"{bench}.json"
+    cli.main([bench, "--quick", "--no-compile", "--repeats", "2", *extra, "--out", str(out)])
     data = json.loads(out.read_text())
-    assert data["schema"] == "t5edu.bench/1" and data["settings"]["quick"] is True
-    assert data["machine"]["torch"] == torch.__version__
-    assert set(data["results"]) == {"model", "generate", "attention", "norm"}
-    mod = data["results"]["model"]
+    assert data["schema"] == "t5edu.bench/1" and data["settings"]["bench"] == bench
+    assert data["settings"]["quick"] is True and data["command"].startswith("python -m")
+    mach = data["machine"]
+    assert mach["torch"] == torch.__version__ and mach["transformers"] == transformers.__version__
+    assert mach["device"] == "cpu" and mach["cpu_model"] and mach["cpu_count"] >= 1
+    want = {"model", "generate", "attention", "norm"} if bench == "all" else {bench}
+    assert set(data["results"]) == want == set(data["seconds"])
+    return data
+
+
+def test_cli_model(tmp_path, tiny_sizes, capsys):
+    mod = run_cli(tmp_path, "model")["results"]["model"]
     names = [r["name"] for r in mod["rows"]]
     assert names[:2] == ["hf", "hf-eager"] and "t5edu[naive]" in names
-    assert all(r["loss_diff_vs_hf"] < 1e-4 for r in mod["rows"])  # same weights, same batch
-    assert (
-        mod["flops"]["training"]
-        == flops.t5_flops(t5edu.T5Config.get_config("tiny"), 1, 12, 5).training
-    )
+    assert all(r["loss_diff_vs_hf"] < 1e-5 for r in mod["rows"])  # same weights, same batch
+    micro = t5edu.T5Config.get_config("tiny", **MICRO)
+    assert mod["flops"]["training"] == flops.t5_flops(micro, 1, 12, 5).training
+    assert all(r["tokens_per_s"] > 0 and r["peak_bytes"] >= 0 for r in mod["rows"])
     ladder = mod["ladder"]
     names = [r["name"] for r in ladder["rows"]]
     assert names[0] == "naive eager, fp32" and names[-1] == "+ FastRMSNorm"
     assert "+ torch.compile" in ladder["skipped"]  # --no-compile: recorded, not silently dropped
     assert ladder["reference"]["name"] == model.HF_REFERENCE
     assert all("speed_vs_hf" in r for r in ladder["rows"])
-    gen = data["results"]["generate"]
-    assert all(r["equal_to_hf"] for r in gen["rows"] if r["name"] != "hf")
-    att = data["results"]["attention"]
+    printed = capsys.readouterr().out
+    assert "speed ladder" in printed and "wrote " in printed
+
+
+def test_cli_generate(tmp_path, tiny_sizes):
+    gen = run_cli(tmp_path, "generate")["results"]["generate"]
+    modes = {r["mode"] for r in gen["rows"]}
+    assert modes == {"greedy, cached", "greedy, uncached", "beam 2, cached", "beam 2, uncached"}
+    ours = [r for r in gen["rows"] if r["name"] != "hf"]
+    assert ours and all(r["equal_to_hf"] for r in ours)  # same tokens as HF's generate
+
+
+def test_cli_attention(tmp_path, tiny_sizes):
+    att = run_cli(tmp_path, "attention")["results"]["attention"]
     assert {r["seq_len"] for r in att["rows"]} == {16, 40}
     assert "naive" in att["backends"] and "sdpa" in att["backends"]
     assert "triton" in att["skipped"]  # CPU: recorded with its reason, not silently dropped
-    nrm = data["results"]["norm"]
+    assert att["memory_check"]["seq_len"] == 40
+
+
+def test_cli_norm(tmp_path, tiny_sizes):
+    nrm = run_cli(tmp_path, "norm")["results"]["norm"]
     assert [r["variant"] for r in nrm["rows"]][:3] == [
         "t5edu.RMSNorm", "t5edu.FastRMSNorm", "torch.nn.RMSNorm"]  # fmt: skip
     assert "torch.compile(t5edu.RMSNorm)" in nrm["skipped"]
-    printed = capsys.readouterr().out
-    assert "speed ladder" in printed and f"wrote {out}" in printed
+
+
+def test_cli_all_runs_every_bench(tmp_path, tiny_sizes, monkeypatch):
+    """`all` runs each subcommand once (each is tested above; here stubbed, to stay fast) and
+    writes them into one file named after the machine when --out is a folder."""
+    calls = []
+    stub = {n: (lambda n=n, **kw: calls.append((n, kw)) or {"rows": []}) for n in cli.BENCHES}
+    monkeypatch.setattr(cli, "BENCHES", stub)
+    monkeypatch.setattr(cli, "TABLES", {n: (lambda res: "table") for n in stub})
+    cli.main(["all", "--quick", "--out", str(tmp_path) + "/"])
+    assert [n for n, _ in calls] == ["model", "generate", "attention", "norm"]
+    assert all(kw["quick"] is True for _, kw in calls)
+    (path,) = tmp_path.iterdir()
+    assert path.name.startswith("cpu-") and path.name.endswith("-float32-quick.json")
+    data = json.loads(path.read_text())
+    assert set(data["results"]) == set(stub) and data["machine"]["device"] == "cpu"
 
 
 def test_cli_rejects_bad_args(capsys):

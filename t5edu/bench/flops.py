@@ -145,11 +145,16 @@ def count_flops(fn) -> int:
 
 
 def measured_peak_flops(
-    device: torch.device | str, dtype: torch.dtype, n: int | None = None, repeats: int = 5
+    device: torch.device | str,
+    dtype: torch.dtype,
+    n: int | None = None,
+    repeats: int = 5,
+    min_sample_s: float = 0.2,
 ) -> dict:
     """FLOP/s of a large square matmul in `dtype` on `device`: the practical ceiling for MFU.
 
-    `n` defaults to 2048 on CPU and 8192 on CUDA (large enough to reach the plateau). Returns
+    `n` defaults to 2048 on CPU and 8192 on CUDA (large enough to reach the plateau); each timed
+    sample repeats the matmul for at least `min_sample_s` seconds. Returns
     `{"n", "dtype", "median_s", "flops_per_s", "tflops"}`.
     """
     device = torch.device(device)
@@ -159,7 +164,11 @@ def measured_peak_flops(
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     timing = time_alternating(
-        {"matmul": lambda: a @ b}, device=device, warmup=2, repeats=repeats, min_sample_s=0.2
+        {"matmul": lambda: a @ b},
+        device=device,
+        warmup=2,
+        repeats=repeats,
+        min_sample_s=min_sample_s,
     )["matmul"]
     flops = 2 * n**3 / timing.median_s
     return {

@@ -235,7 +235,11 @@ def speed_ladder(shape, device, dtype, backend, quick, repeats, compile, peaks, 
         plan.append(("+ torch.compile", cur[1], cur[2], True))
         plan.append(("+ FastRMSNorm", {**cur[1], "norm_type": "fast_rmsnorm"}, cur[2], True))
     else:
-        reason = "skipped in --quick (compiling takes minutes on a small CPU)" if quick else "off"
+        reason = (
+            "skipped in --quick (compiling takes minutes on a small CPU)"
+            if quick
+            else "switched off (--no-compile)"
+        )
         skipped["+ torch.compile"] = reason
         plan.append(("+ FastRMSNorm", {**cur[1], "norm_type": "fast_rmsnorm"}, cur[2], False))
     # HF's model in the requested dtype runs in the same rounds, so every row also has a paired

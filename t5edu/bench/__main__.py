@@ -43,6 +43,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3 quick, 5)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile rows")
+    p.add_argument("--backends", default=None,
+                   help="model/generate: comma-separated t5edu attention backends to "
+                   "time (default: all); the others are recorded as skipped")  # fmt: skip
+    p.add_argument("--lengths", default=None,
+                   help="attention: comma-separated sequence lengths of the sweep")  # fmt: skip
     args = p.parse_args(argv)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -54,6 +59,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         val = getattr(args, name)
         if val is not None and val < 1:
             p.error(f"--{name} must be >= 1; got {val}")
+    if args.backends is not None:
+        from t5edu.backends import BACKENDS
+
+        args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        unknown = [b for b in args.backends if b not in BACKENDS]
+        if unknown or not args.backends:
+            p.error(f"--backends: unknown {unknown}; choose from {sorted(BACKENDS)}")
+    if args.lengths is not None:
+        try:
+            args.lengths = [int(n) for n in args.lengths.split(",")]
+        except ValueError:
+            args.lengths = []
+        if not args.lengths or min(args.lengths) < 1:
+            p.error(f"--lengths must be comma-separated positive ints; got {args.lengths!r}")
     if args.preset is not None:
         from t5edu import T5Config
 
@@ -95,6 +114,9 @@ def main(argv=None) -> dict:
             "dtype": args.dtype,
             "quick": args.quick,
             "repeats": args.repeats,
+            "threads": torch.get_num_threads(),
+            "backends": args.backends,
+            "lengths": args.lengths,
         },  # fmt: skip
         "machine": machine_record(device),
         "results": {},
@@ -105,7 +127,9 @@ def main(argv=None) -> dict:
         if name in ("model", "norm"):
             kwargs["compile"] = False if args.no_compile else None if name == "model" else True
         if name in ("model", "generate"):
-            kwargs.update(preset=args.preset, batch_size=args.batch)
+            kwargs.update(preset=args.preset, batch_size=args.batch, backends=args.backends)
+        if name == "attention" and args.lengths:
+            kwargs["lengths"] = args.lengths
         t0 = time.perf_counter()
         res = BENCHES[name](**kwargs)
         record["seconds"][name] = round(time.perf_counter() - t0, 1)

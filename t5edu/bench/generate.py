@@ -59,7 +59,8 @@ def run(
     config, base, hf = build_pair(shape["preset"], device)
     hf.eval()
     batch = make_batch(config.vocab_size, shape["batch"], shape["src_len"], 1, device, seed=1)
-    skipped, usable = {}, []
+    skipped = {n: "not selected (--backends)" for n in BACKENDS if backends and n not in backends}
+    usable = []
     for name in backends or list(BACKENDS):
         reason = "not registered"
         if name in BACKENDS:

@@ -146,7 +146,7 @@ def run(
     batch = make_batch(config.vocab_size, b, s, t, device)
     tokens = b * (s + t)
     flops = t5_flops(config, b, s, t)
-    skipped = {}
+    skipped = {n: "not selected (--backends)" for n in BACKENDS if backends and n not in backends}
     names = backends or list(BACKENDS)
     usable = []
     for name in names:

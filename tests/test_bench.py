@@ -260,7 +260,10 @@ def test_cli_model(tmp_path, tiny_sizes, capsys):
 
 
 def test_cli_generate(tmp_path, tiny_sizes):
-    gen = run_cli(tmp_path, "generate")["results"]["generate"]
+    data = run_cli(tmp_path, "generate", "--backends", "naive,sdpa")
+    assert data["settings"]["backends"] == ["naive", "sdpa"]
+    gen = data["results"]["generate"]
+    assert gen["skipped"]["flash"] == "not selected (--backends)"  # recorded, not dropped
     modes = {r["mode"] for r in gen["rows"]}
     assert modes == {"greedy, cached", "greedy, uncached", "beam 2, cached", "beam 2, uncached"}
     ours = [r for r in gen["rows"] if r["name"] != "hf"]
@@ -268,11 +271,11 @@ def test_cli_generate(tmp_path, tiny_sizes):
 
 
 def test_cli_attention(tmp_path, tiny_sizes):
-    att = run_cli(tmp_path, "attention")["results"]["attention"]
-    assert {r["seq_len"] for r in att["rows"]} == {16, 40}
+    att = run_cli(tmp_path, "attention", "--lengths", "16,24")["results"]["attention"]
+    assert {r["seq_len"] for r in att["rows"]} == {16, 24}
     assert "naive" in att["backends"] and "sdpa" in att["backends"]
     assert "triton" in att["skipped"]  # CPU: recorded with its reason, not silently dropped
-    assert att["memory_check"]["seq_len"] == 40
+    assert att["memory_check"]["seq_len"] == 24
 
 
 def test_cli_norm(tmp_path, tiny_sizes):
@@ -304,6 +307,10 @@ def test_cli_rejects_bad_args(capsys):
     assert "--repeats" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.parse_args(["nonsense"])
+    for flag, value in (("--backends", "naive,nope"), ("--lengths", "16,x"), ("--lengths", "0")):
+        with pytest.raises(SystemExit):
+            cli.parse_args(["model", flag, value])
+        assert flag in capsys.readouterr().err
 
 
 def test_write_json_is_atomic(tmp_path):

@@ -34,7 +34,7 @@ def check_ids(name: str, ids, vocab_size: int, allow_ignore: bool = False) -> No
 
 
 def check_mask(name: str, mask, shape: tuple) -> None:
-    """ValueError naming `name` unless mask is None or a bool/integer tensor of `shape`."""
+    """ValueError naming `name` unless mask is None or a bool or 0/1 integer tensor of `shape`."""
     if mask is None:
         return
     if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(shape):
@@ -44,3 +44,8 @@ def check_mask(name: str, mask, shape: tuple) -> None:
         )
     if mask.dtype.is_floating_point or mask.dtype.is_complex:
         raise ValueError(f"{name} must be bool or integer 0/1; got dtype {mask.dtype}")
+    if mask.dtype != torch.bool:  # bool needs no check (and no device sync)
+        bad = (mask != 0) & (mask != 1)
+        if bad.any():  # `.bool()` would silently read 2 or -1 as "attend"
+            values = torch.unique(mask[bad])[:5].tolist()
+            raise ValueError(f"{name} must hold only 0/1 (1 = attend); got values such as {values}")

@@ -108,3 +108,14 @@ def test_superglue_cli_unknown_task_is_a_usage_error(capsys):
         main(["format", "--task", "nope"])
     assert exit_info.value.code == 2
     assert "--task: task must be one of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [-1, 2])
+def test_model_mask_values_must_be_0_or_1(tiny, value):
+    ids = torch.tensor([[3, 4, 5, 1]])
+    mask = torch.tensor([[1, 1, value, 1]])
+    pattern = rf"attention_mask must hold only 0/1 \(1 = attend\); got values such as \[{value}\]"
+    with pytest.raises(ValueError, match=pattern):
+        tiny(input_ids=ids, attention_mask=mask, decoder_input_ids=ids)
+    with pytest.raises(ValueError, match=pattern):
+        tiny.generate(ids, attention_mask=mask, max_new_tokens=2)

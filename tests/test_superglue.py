@@ -1015,9 +1015,28 @@ def test_cli_evaluate_with_a_saved_checkpoint(tmp_path, capsys):
     assert 0.0 <= saved["superglue_score"] <= 100.0
 
 
-def test_cli_names_a_missing_tokenizer(tmp_path):
+def test_cli_names_a_missing_tokenizer(tmp_path, capsys):
     cfg = t5edu.T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
     t5edu.T5ForConditionalGeneration(cfg).save_pretrained(tmp_path)
     argv = ["evaluate", "--model", str(tmp_path), "--task", "rte", "--data", str(DATA)]
-    with pytest.raises(FileNotFoundError, match="spiece.model"):
+    with pytest.raises(SystemExit) as exit_info:  # a usage error: one line, exit 2
         cli.main(argv)
+    assert exit_info.value.code == 2
+    assert "spiece.model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "--model", "/no/such/dir", "--task", "cb", "--data", "."], "--model: no"),
+        (["format", "--task", "cb", "--limit", "-1"], "--limit: must be a positive integer"),
+        (["format", "--task", "cb"], "--data DIR is required"),
+        (["format", "--task", "cb", "--data", "/no/such/dir"], "or pass --source hf"),
+    ],
+)
+def test_cli_usage_errors_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -46,6 +46,13 @@ def load_tokenizer(path):
     return T5Tokenizer.load(path)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m t5edu.superglue", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -58,9 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="val", choices=sorted(SPLIT_FILES))
     ev.add_argument("--tokenizer", help="SentencePiece model; default MODEL/spiece.model")
     ev.add_argument("--model-backend", choices=("t5edu", "hf"), default="t5edu")
-    ev.add_argument("--limit", type=int, help="first N rows of each task")
-    ev.add_argument("--batch-size", type=int, default=16)
-    ev.add_argument("--max-input-length", type=int, default=512)
+    ev.add_argument("--limit", type=_positive_int, help="first N rows of each task")
+    ev.add_argument("--batch-size", type=_positive_int, default=16)
+    ev.add_argument("--max-input-length", type=_positive_int, default=512)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--output", help="also write the results as JSON here")
     fm = sub.add_parser("format", help="print formatted (input, target) examples")
@@ -68,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     fm.add_argument("--data", help="folder of the official JSONL release")
     fm.add_argument("--source", choices=("local", "hf"), default="local")
     fm.add_argument("--split", default="val", choices=sorted(SPLIT_FILES))
-    fm.add_argument("--limit", type=int, default=3, help="first N rows of each task")
+    fm.add_argument("--limit", type=_positive_int, default=3, help="first N rows of each task")
     fm.add_argument("--json", action="store_true", help="one JSON object per line")
     return p
 
@@ -81,7 +88,16 @@ def main(argv=None) -> int:
     except ValueError as e:  # a usage error: one line and exit 2, not a traceback
         parser.error(f"--task: {e}")
     if args.source == "local" and not args.data:
-        raise SystemExit("--data DIR is required with --source local")
+        parser.error("--data DIR is required with --source local (or use --source hf)")
+    if args.command == "evaluate" and not Path(args.model).is_dir():
+        parser.error(f"--model: no checkpoint directory {args.model!r} (save_pretrained format)")
+    try:
+        return _run(args, tasks)
+    except (FileNotFoundError, ValueError) as e:  # bad paths or data: one line, exit 2
+        parser.error(str(e).replace("source='hf'", "--source hf"))
+
+
+def _run(args, tasks) -> int:
     if args.command == "format":
         for name in tasks:
             for ex in load_examples(

@@ -1,0 +1,53 @@
+"""Every chapter in the book follows the template: label, Colab badge, a setup cell that installs
+t5edu on Colab, cell ids, captioned figures. nbval checks the outputs; this checks the frame."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_BOOK = re.findall(r"file:\s*chapters/(\S+)", (ROOT / "_toc.yml").read_text())
+INSTALL = '%pip install -q "t5edu[reader] @ git+https://github.com/t5-from-scratch/t5-from-scratch"'
+
+
+def load(stem):
+    return json.loads((ROOT / "chapters" / f"{stem}.ipynb").read_text())
+
+
+def test_every_chapter_file_is_in_the_book_and_numbered_as_its_position():
+    files = sorted(p.stem for p in (ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+    assert IN_BOOK == files, "chapters/*.ipynb and _toc.yml disagree"
+    assert [int(s[:2]) for s in IN_BOOK] == list(range(1, len(IN_BOOK) + 1))
+
+
+@pytest.mark.parametrize("stem", IN_BOOK)
+def test_first_cells_follow_the_template(stem):
+    cells = load(stem)["cells"]
+    title = "".join(cells[0]["source"])
+    assert re.match(r"\(ch-[a-z0-9-]+\)=\n# ", title), "label, then the title"
+    assert (
+        f"colab.research.google.com/github/t5-from-scratch/t5-from-scratch/blob/main/chapters/{stem}.ipynb"
+        in title
+    )
+    setup = "".join(cells[1]["source"]).splitlines()
+    assert setup[0] == "# NBVAL_IGNORE_OUTPUT"
+    # The install line must be live code: a commented-out one leaves Colab readers stuck.
+    assert any(line.strip() == INSTALL for line in setup), "setup cell lacks the live %pip line"
+    assert any("t5edu.setup(" in line for line in setup)
+
+
+@pytest.mark.parametrize("stem", IN_BOOK)
+def test_cells_have_unique_ids_and_figures_have_captions(stem):
+    cells = load(stem)["cells"]
+    ids = [c.get("id") for c in cells]
+    assert None not in ids and len(set(ids)) == len(ids)
+    for i, cell in enumerate(cells):
+        has_image = any("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+        if has_image:
+            figure = cell["metadata"].get("mystnb", {}).get("figure", {})
+            assert figure.get("caption") and figure.get("name"), f"cell {i}: figure needs a caption"
+        for out in cell.get("outputs", []):
+            assert out["output_type"] != "error", f"cell {i} has an error output"
+            assert out.get("name") != "stderr", f"cell {i} printed to stderr"

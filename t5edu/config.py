@@ -176,7 +176,7 @@ class T5Config:
         model (d_model 128, 2+2 layers, 4 heads, vocab 8192, no dropout) that trains on a CPU in
         minutes. Raises ValueError listing the names for an unknown one.
         """
-        key = name.removeprefix("google-t5/")
+        key = name.removeprefix("google-t5/") if isinstance(name, str) else None
         if key not in PRESETS:
             raise ValueError(f"name must be one of {sorted(PRESETS)}; got {name!r}")
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})

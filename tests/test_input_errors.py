@@ -119,3 +119,9 @@ def test_model_mask_values_must_be_0_or_1(tiny, value):
         tiny(input_ids=ids, attention_mask=mask, decoder_input_ids=ids)
     with pytest.raises(ValueError, match=pattern):
         tiny.generate(ids, attention_mask=mask, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("name", [None, 3, "nope"])
+def test_get_config_names_a_bad_preset(name):
+    with pytest.raises(ValueError, match=rf"name must be one of .*got {name!r}"):
+        t5edu.T5Config.get_config(name)

@@ -474,3 +474,45 @@ def test_cli_trains_resumes_and_writes_a_transformers_checkpoint(tmp_path):
     bad = subprocess.run([*cmd, "--resume", str(tmp_path / "nowhere")], capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and "--resume: no checkpoint found" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--device", "tpu"], "argument --device: expected auto, cpu, cuda or cuda:N; got 'tpu'"),
+        (["--preset", "nope", "--data", "toy"], "--preset: name must be one of"),
+        (["--resume", "/no/such/checkpoint"], "--resume: no checkpoint found at"),
+        (["--resume", "latest", "--out-dir", "/no/such/run"], "no checkpoints/ under --out-dir"),
+    ],
+)
+def test_cli_bad_options_fail_fast_in_one_line(argv, message, capsys):
+    """Usage errors exit 2 before any data is prepared (the tokenizer takes seconds to train)."""
+    from t5edu.train.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a CPU-only torch")
+def test_cli_cuda_without_cuda_is_a_usage_error(capsys):
+    from t5edu.train.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "no CUDA device is visible to torch" in capsys.readouterr().err
+
+
+def test_cli_short_run_with_default_warmup_and_no_evaluation(tmp_path, capsys):
+    """--steps 3 with the default warm-up (50 > 3) must run: warm-up shrinks to steps // 10."""
+    from t5edu.train.__main__ import main
+
+    argv = ["--data", "toy", "--steps", "3", "--batch-size", "4", "--eval-every", "0",
+            "--gen-examples", "0", "--val-examples", "4", "--no-progress", "--device", "cpu",
+            "--out-dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "trained 3 steps" in out and "no evaluation (--eval-every 0)" in out

@@ -30,6 +30,30 @@ from t5edu.train.trainer import PRECISIONS, TrainConfig, Trainer
 DEFAULTS = TrainConfig(steps=1200, batch_size=16, warmup_steps=50, eval_every=200, log_every=10)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show "(default: ...)" except where the help text already explains a None default."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _device(text: str) -> str:
+    """`--device`: auto, cpu, cuda or cuda:N, and a CUDA device must be visible."""
+    try:
+        device = torch.device(text) if text != "auto" else None
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto, cpu, cuda or cuda:N; got {text!r}"
+        ) from None
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError("no CUDA device is visible to torch")
+    if device is not None and device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N; got {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     p = argparse.ArgumentParser(
@@ -37,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a T5 from scratch on text from the Python standard library "
         "(span corruption + summarize + name tasks). Defaults: the 'tiny' preset on the CPU "
         "in a few minutes, or on a GPU with bf16.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("model and data")
     g.add_argument("--preset", default="tiny", help="T5Config.get_config preset name")
@@ -57,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="examples per task scored by exact match / ROUGE-L (0 = none)",
     )
-    g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    g.add_argument(
+        "--max-new-tokens", type=int, default=d.max_new_tokens, help="generated tokens per sample"
+    )
     g = p.add_argument_group("optimization")
     g.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     g.add_argument(
@@ -73,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="examples per forward per process (gradient accumulation when smaller "
         "than batch-size / processes); 0 = no accumulation",
     )
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    g.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=d.optimizer,
+        help="adamw_scale: AdamW with per-matrix RMS-scaled lr (nanoT5); adafactor: T5's own",
+    )
     g.add_argument(
         "--lr",
         type=float,
@@ -81,20 +112,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="peak learning rate (default: 2e-2 for adamw_scale, 1e-2 for "
         "adafactor, 1e-3 for adamw)",
     )
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
-    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
+    g.add_argument(
+        "--weight-decay", type=float, default=d.weight_decay, help="decoupled, on matrices only"
+    )
+    g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="learning rate shape")
+    g.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help=f"linear warm-up steps (default: {d.warmup_steps}, or steps // 10 for short runs)",
+    )
+    g.add_argument(
+        "--min-lr-ratio", type=float, default=d.min_lr_ratio, help="cosine floor / peak lr"
+    )
     g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="0 disables")
     g = p.add_argument_group("systems")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    g.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument(
         "--precision",
         choices=PRECISIONS,
         default=d.precision,
         help="auto = bf16 on a GPU that has it, else fp32",
     )
-    g.add_argument("--activation-checkpointing", action="store_true")
+    g.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute each block in backward (less memory, about a third more compute)",
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
         "--attention-backend",
@@ -105,13 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy", choices=STRATEGIES, default="none", help="ddp or fsdp under torchrun"
     )
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--seed", type=int, default=d.seed, help="weights, data order and dropout")
     g = p.add_argument_group("output")
     g.add_argument("--out-dir", default="runs/t5-tiny", help="checkpoints/ and metrics.jsonl")
-    g.add_argument("--log-every", type=int, default=d.log_every)
+    g.add_argument(
+        "--log-every", type=int, default=d.log_every, help="steps between metrics.jsonl lines"
+    )
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="0 = never")
     g.add_argument("--save-every", type=int, default=d.save_every, help="0 = at the end only")
-    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
+    g.add_argument(
+        "--keep-checkpoints", type=int, default=d.keep_checkpoints, help="newest checkpoints kept"
+    )
     g.add_argument(
         "--resume", default=None, help="a checkpoint directory, or 'latest' for --out-dir's newest"
     )
@@ -202,6 +250,10 @@ def build_trainer(args, info) -> tuple[Trainer, object]:
     from t5edu.t5_model import T5ForConditionalGeneration
     from t5edu.utils import seed_everything
 
+    try:  # before the data is built: a typo should not cost the tokenizer's training time
+        T5Config.get_config(args.preset)
+    except ValueError as e:
+        raise ValueError(f"--preset: {e}") from None
     data = build_data(args)
     seed_everything(args.seed)  # the same initial weights on every process
     overrides = {"vocab_size": data.vocab, "attention_backend": args.attention_backend}
@@ -214,7 +266,11 @@ def build_trainer(args, info) -> tuple[Trainer, object]:
         lr=args.lr if args.lr is not None else DEFAULT_LR[args.optimizer],
         weight_decay=args.weight_decay,
         schedule=args.schedule,
-        warmup_steps=args.warmup_steps,
+        warmup_steps=(
+            args.warmup_steps
+            if args.warmup_steps is not None
+            else min(DEFAULTS.warmup_steps, max(args.steps // 10, 0))
+        ),
         min_lr_ratio=args.min_lr_ratio,
         grad_clip=args.grad_clip,
         precision=args.precision,
@@ -257,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.resume not in (None, "latest") and not Path(args.resume).exists():
+        parser.error(f"--resume: no checkpoint found at {args.resume!r}")
+    if args.resume == "latest" and not (Path(args.out_dir) / "checkpoints").is_dir():
+        parser.error(f"--resume latest: no checkpoints/ under --out-dir {args.out_dir!r}")
     info = init_distributed(None if args.device == "auto" else args.device)
     try:
         t0 = time.perf_counter()
@@ -310,7 +370,10 @@ def _local_numel(p: torch.Tensor) -> int:
 def report(history, wall, out_dir: Path, trainer) -> None:
     """Print the validation curve, final metrics, sample generations and the HF load check."""
     evals = [r for r in history if r["kind"] == "eval"]
-    print(f"\ntrained {trainer.step} steps in {wall:.0f}s; validation loss by step:")
+    if not evals:
+        print(f"\ntrained {trainer.step} steps in {wall:.0f}s; no evaluation (--eval-every 0)")
+    else:
+        print(f"\ntrained {trainer.step} steps in {wall:.0f}s; validation loss by step:")
     for r in evals:
         extra = "  ".join(
             f"{k}={v:.3f}" for k, v in r.items() if k.endswith(("exact_match", "rougeL"))

@@ -94,8 +94,8 @@ def check_scale_and_dropout(scale, dropout_p) -> None:
         raise ValueError(f"dropout_p must be in [0, 1]; got dropout_p={dropout_p}")
 
 
-def check_mask_values(attention_mask: torch.Tensor | None) -> None:
-    """Raise ValueError unless every entry of an integer `attention_mask` is 0 or 1.
+def check_mask_values(attention_mask: torch.Tensor | None, name: str = "attention_mask") -> None:
+    """Raise ValueError naming `name` unless every entry of an integer mask is 0 or 1.
 
     A mask holding e.g. 2 or -1 is almost always a bug (token ids passed by mistake), and
     `mask.bool()` would silently treat it as 1. Bool masks need no check (no device sync).
@@ -105,9 +105,7 @@ def check_mask_values(attention_mask: torch.Tensor | None) -> None:
     bad = (attention_mask != 0) & (attention_mask != 1)
     if bad.any():
         values = torch.unique(attention_mask[bad])[:5].tolist()
-        raise ValueError(
-            f"attention_mask must hold only 0/1 (1 = attend); got values such as {values}"
-        )
+        raise ValueError(f"{name} must hold only 0/1 (1 = attend); got values such as {values}")
 
 
 def visible_keys(

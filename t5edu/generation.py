@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from t5edu.kv_cache import T5Cache
 from t5edu.logits_processing import check_generate_args, warp_logits
-from t5edu.t5_checks import check_ids, check_mask
+from t5edu.t5_checks import check_ids, check_mask, drop_full_mask
 
 
 class _Decoder:
@@ -19,8 +19,8 @@ class _Decoder:
 
     def __init__(self, model, input_ids, attention_mask, max_length, use_cache, repeat=1):
         self.model, self.use_cache = model, use_cache
-        if attention_mask is not None and bool(attention_mask.all()):
-            attention_mask = None  # nothing to hide: skip masking in every cross-attention
+        # Once per generate, not per step: with no padding every cross-attention skips masking.
+        attention_mask = drop_full_mask(attention_mask, input_ids.shape)
         enc = model.encoder(input_ids, attention_mask).last_hidden_state  # (B, S, D)
         if repeat > 1:  # each beam attends to its own copy of its input's encoding
             enc = enc.repeat_interleave(repeat, dim=0)  # (B*K, S, D)

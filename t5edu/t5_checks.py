@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from t5edu.attention import check_mask_values
+
 
 def _describe(t) -> str:
     if isinstance(t, torch.Tensor):
@@ -44,8 +46,14 @@ def check_mask(name: str, mask, shape: tuple) -> None:
         )
     if mask.dtype.is_floating_point or mask.dtype.is_complex:
         raise ValueError(f"{name} must be bool or integer 0/1; got dtype {mask.dtype}")
-    if mask.dtype != torch.bool:  # bool needs no check (and no device sync)
-        bad = (mask != 0) & (mask != 1)
-        if bad.any():  # `.bool()` would silently read 2 or -1 as "attend"
-            values = torch.unique(mask[bad])[:5].tolist()
-            raise ValueError(f"{name} must hold only 0/1 (1 = attend); got values such as {values}")
+    check_mask_values(mask, name)
+
+
+def drop_full_mask(mask: torch.Tensor | None, shape: tuple) -> torch.Tensor | None:
+    """None for a mask of `shape` holding only ones (nothing to hide), else the mask unchanged.
+
+    Every attention layer then skips building and adding a `(B, H, Tq, Tk)` mask. A mask of
+    another shape goes on to the attention, which names the mismatch."""
+    if mask is None or tuple(mask.shape) != tuple(shape) or not bool((mask == 1).all()):
+        return mask
+    return None

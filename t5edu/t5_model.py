@@ -17,14 +17,6 @@ from t5edu.t5_outputs import Seq2SeqLMOutput, Seq2SeqModelOutput
 from t5edu.t5_stacks import T5Decoder, T5Encoder, T5EncoderOutput
 
 
-def _unless_full(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """None for a CPU mask with no padding (every attention then skips masking); masks on an
-    accelerator are kept, since testing them would wait for the device."""
-    if mask is not None and mask.device.type == "cpu" and bool(mask.all()):
-        return None
-    return mask
-
-
 class T5Model(nn.Module):
     """Encoder-decoder without the LM head; parameter names as HF's `T5Model`.
 
@@ -129,7 +121,7 @@ class T5Model(nn.Module):
             raise ValueError("pass input_ids (or inputs_embeds, or encoder_outputs)")
         shape = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         check_mask("attention_mask", attention_mask, shape)
-        return self.encoder(input_ids, _unless_full(attention_mask), inputs_embeds)
+        return self.encoder(input_ids, attention_mask, inputs_embeds)
 
     def _decode(self, enc, attention_mask, decoder_input_ids, decoder_attention_mask,
                 past_key_values, decoder_inputs_embeds, use_cache):  # fmt: skip
@@ -151,9 +143,8 @@ class T5Model(nn.Module):
         if use_cache is None:
             use_cache = past_key_values is not None
         return self.decoder(
-            decoder_input_ids, src, _unless_full(attention_mask),
-            _unless_full(decoder_attention_mask), decoder_inputs_embeds, past_key_values,
-            use_cache,
+            decoder_input_ids, src, attention_mask, decoder_attention_mask, decoder_inputs_embeds,
+            past_key_values, use_cache,
         )  # fmt: skip
 
     def forward(

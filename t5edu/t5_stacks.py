@@ -14,16 +14,8 @@ from t5edu.feed_forward import dropout
 from t5edu.kv_cache import T5Cache
 from t5edu.norms import build_norm
 from t5edu.t5_blocks import T5Block
-from t5edu.t5_checks import check_ids
+from t5edu.t5_checks import check_ids, drop_full_mask
 from t5edu.t5_outputs import T5DecoderOutput, T5EncoderOutput
-
-
-def _drop_full(mask: torch.Tensor | None, batch: int, k_len: int) -> torch.Tensor | None:
-    """None for a `(batch, k_len)` mask of all ones (nothing to hide), else the mask unchanged
-    (a mask of another shape goes on to the attention, which names the mismatch)."""
-    if mask is None or tuple(mask.shape) != (batch, k_len) or not bool((mask == 1).all()):
-        return mask
-    return None
 
 
 class _T5Stack(nn.Module):
@@ -84,8 +76,8 @@ class _T5Stack(nn.Module):
         # adding a (B, H, Tq, Tk) mask (HF builds it regardless). Same outputs either way.
         b, t = h.shape[:2]
         past = cache.length if cache is not None else 0
-        attention_mask = _drop_full(attention_mask, b, past + t)
-        enc_mask = None if enc is None else _drop_full(enc_mask, b, enc.shape[1])
+        attention_mask = drop_full_mask(attention_mask, (b, past + t))
+        enc_mask = None if enc is None else drop_full_mask(enc_mask, (b, enc.shape[1]))
         h = dropout(self.dropout, h)
         for block in self.block:
             if self.gradient_checkpointing and self.training and cache is None:

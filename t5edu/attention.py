@@ -208,12 +208,11 @@ class MultiHeadAttention(nn.Module):
         backend: str = "naive",
     ):
         super().__init__()
-        from t5edu.backends import BACKENDS
+        from t5edu.backends import check_backend  # backends imports this module
 
         if num_heads < 1 or d_model < 1:
             raise ValueError(f"d_model and num_heads must be >= 1; got {d_model}, {num_heads}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {sorted(BACKENDS)}; got {backend!r}")
+        check_backend(backend)
         if d_kv is None:
             if d_model % num_heads:
                 raise ValueError(

@@ -175,6 +175,12 @@ def flex_attention_backend(
         return _flex_fn(q.device)(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
 
 
+def check_backend(backend: str, arg: str = "backend") -> None:
+    """Raise ValueError naming `arg` unless `backend` is a registered name (listing them)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"{arg} must be one of {sorted(BACKENDS)}; got {backend!r}")
+
+
 def resolve_backend(
     backend: str,
     q: torch.Tensor,
@@ -198,8 +204,7 @@ def resolve_backend(
     Raises:
         ValueError: for an unknown backend name (the message lists the known ones).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {sorted(BACKENDS)}; got {backend!r}")
+    check_backend(backend)
     if backend != "auto":
         return backend
     choice = "sdpa"
@@ -263,12 +268,9 @@ def attention(
             backend raises for bad input; a `scale` that is not a positive finite number or a
             `dropout_p` outside [0, 1].
     """
-    try:
-        fn = BACKENDS[backend]
-    except KeyError:
-        raise ValueError(f"backend must be one of {sorted(BACKENDS)}; got {backend!r}") from None
+    check_backend(backend)
     check_scale_and_dropout(scale, dropout_p)
-    return fn(
+    return BACKENDS[backend](
         q,
         k,
         v,

@@ -33,13 +33,9 @@ class T5Model(nn.Module):
 
     def __init__(self, config: T5Config):
         super().__init__()
-        from t5edu.backends import BACKENDS
+        from t5edu.backends import check_backend
 
-        if config.attention_backend not in BACKENDS:
-            raise ValueError(
-                f"attention_backend must be one of {sorted(BACKENDS)}; "
-                f"got {config.attention_backend!r}"
-            )
+        check_backend(config.attention_backend, "attention_backend")
         self.config = config
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
         self.encoder = T5Encoder(config, self.shared)
@@ -61,10 +57,9 @@ class T5Model(nn.Module):
 
     def set_attention_backend(self, backend: str) -> None:
         """Run every attention layer with another backend from `t5edu.backends.BACKENDS`."""
-        from t5edu.backends import BACKENDS
+        from t5edu.backends import check_backend
 
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {sorted(BACKENDS)}; got {backend!r}")
+        check_backend(backend)
         self.config.attention_backend = backend
         for m in self.modules():
             if isinstance(m, T5Attention):

@@ -22,6 +22,13 @@ def _rms(p: torch.Tensor) -> torch.Tensor:
     return norm / math.sqrt(p.numel())
 
 
+def _check_non_negative(optimizer: str, **values: float) -> None:
+    """ValueError naming the optimizer and the first argument that is negative."""
+    for name, value in values.items():
+        if value < 0.0:
+            raise ValueError(f"{optimizer}: {name} must be >= 0; got {value}")
+
+
 class AdamWScale(torch.optim.Optimizer):
     """AdamW whose step for each tensor is multiplied by that tensor's RMS (the nanoT5 recipe).
 
@@ -61,11 +68,9 @@ class AdamWScale(torch.optim.Optimizer):
         scale_by_rms: bool = True,
         min_scale: float = 1e-3,
     ):
-        for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
-            if value < 0.0:
-                raise ValueError(f"AdamWScale: {name} must be >= 0; got {value}")
-        if min_scale < 0.0:
-            raise ValueError(f"AdamWScale: min_scale must be >= 0; got {min_scale}")
+        _check_non_negative(
+            "AdamWScale", lr=lr, eps=eps, weight_decay=weight_decay, min_scale=min_scale
+        )
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"AdamWScale: betas must lie in [0, 1); got {betas}")
         defaults = dict(
@@ -156,14 +161,7 @@ class Adafactor(torch.optim.Optimizer):
         scale_parameter: bool = True,
         weight_decay: float = 0.0,
     ):
-        for name, value in (
-            ("lr", lr),
-            ("eps1", eps1),
-            ("eps2", eps2),
-            ("weight_decay", weight_decay),
-        ):
-            if value < 0.0:
-                raise ValueError(f"Adafactor: {name} must be >= 0; got {value}")
+        _check_non_negative("Adafactor", lr=lr, eps1=eps1, eps2=eps2, weight_decay=weight_decay)
         if clip_threshold <= 0 or not 0 < decay_rate <= 1:
             raise ValueError(
                 "Adafactor: clip_threshold must be > 0 and decay_rate in (0, 1]; got "

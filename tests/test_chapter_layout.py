@@ -44,6 +44,8 @@ def test_cells_have_unique_ids_and_figures_have_captions(stem):
     ids = [c.get("id") for c in cells]
     assert None not in ids and len(set(ids)) == len(ids)
     for i, cell in enumerate(cells):
+        if cell["cell_type"] == "code":  # committed outputs come from a top-to-bottom run
+            assert cell["execution_count"] is not None, f"cell {i} was never executed"
         has_image = any("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
         if has_image:
             figure = cell["metadata"].get("mystnb", {}).get("figure", {})

@@ -53,3 +53,20 @@ def test_cells_have_unique_ids_and_figures_have_captions(stem):
         for out in cell.get("outputs", []):
             assert out["output_type"] != "error", f"cell {i} has an error output"
             assert out.get("name") != "stderr", f"cell {i} printed to stderr"
+
+
+# Control characters other than newline and tab: a "\b" or "\f" typed into a Python string that
+# wrote a cell turns "\bigl" into a backspace byte and "\frac" into a form feed, and the equation
+# renders broken without any error.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@pytest.mark.parametrize("stem", IN_BOOK)
+def test_cell_sources_hold_no_control_characters(stem):
+    for i, cell in enumerate(load(stem)["cells"]):
+        source = "".join(cell["source"])
+        found = [
+            f"{m.group()!r} at {m.start()} near {source[max(0, m.start() - 20) : m.end() + 20]!r}"
+            for m in CONTROL.finditer(source)
+        ]
+        assert not found, f"{stem} cell {i} ({cell['cell_type']}): control characters: {found}"

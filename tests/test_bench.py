@@ -175,6 +175,64 @@ def test_peak_memory_cpu_counts_one_tensor():
     assert 8 * n <= got["peak_bytes"] <= 8 * n + 64 * 1024
 
 
+def test_peak_memory_cpu_ignores_frees_of_memory_from_before_the_call():
+    """Freeing memory that was live before the call must not offset what the call allocates.
+    The profiler reports such a free when the block was allocated under an earlier profiling
+    window (it then knows the size): so the bench, measuring one backend after another, once
+    recorded flash at 7.69 MiB while it returns a 128 MiB bias gradient."""
+    n = 1 << 20
+    kept = {}
+    timing.peak_memory(lambda: kept.update(x=torch.ones(2 * n)), "cpu")  # 8 MiB, kept
+
+    def fn():
+        del kept["x"]  # an earlier window's 8 MiB, freed inside this one
+        return torch.ones(n)  # 4 MiB, allocated and returned (kept alive)
+
+    got = timing.peak_memory(fn, "cpu")
+    assert 4 * n <= got["peak_bytes"] <= 4 * n + 64 * 1024
+
+
+CPU_BACKENDS = [b for b in t5edu.BACKENDS if b not in attn_bench.CUDA_ONLY and b != "auto"]
+
+
+@pytest.mark.parametrize("learned", [True, False], ids=["bias learned", "bias frozen"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_peak_memory_at_least_the_gradients_returned(backend, learned):
+    """Lower-bound guard: a forward+backward returns dq, dk, dv (and the bias gradient when the
+    bias is learned), so its measured peak is at least those bytes, with no slack, also when a
+    previous measured call left gradients behind (the call clears them first, as in training)."""
+    b, h, n, dh = 1, 4, 192, 32
+    q, k, v, bias = attn_bench._inputs(b, h, n, dh, torch.device("cpu"), torch.float32, learned)
+    grad = torch.ones(b, h, n, dh)
+    fn = attn_bench._fwd_bwd(backend, q, k, v, bias, grad)
+    lower = attn_bench.gradient_bytes(b, h, n, dh, 4, learned)
+    # measured twice: the second call frees gradients the first allocated under the profiler,
+    # which must change nothing (64 KiB of slack for the allocator's bookkeeping)
+    first, second = (timing.peak_memory(fn, "cpu")["peak_bytes"] for _ in range(2))
+    assert abs(second - first) <= 64 * 1024, f"{backend}: {first} B, then {second} B"
+    for got in (first, second):
+        assert got >= lower, f"{backend}: peak {got} B below the {lower} B of gradients returned"
+        # and not absurdly above: naive, the most memory-hungry, keeps a few (H, N, N) tensors
+        assert got <= lower + 8 * h * n * n * 4
+    assert lower == sum(t.grad.numel() * 4 for t in (q, k, v, bias) if t.grad is not None)
+
+
+def test_attention_bench_refuses_a_peak_below_the_gradients(monkeypatch):
+    stub = {"peak_bytes": 1024, "method": "stub"}
+    monkeypatch.setattr(attn_bench, "peak_memory", lambda fn, device: stub)
+    with pytest.raises(RuntimeError, match="below the .* gradients"):
+        attn_bench.run("cpu", lengths=[16], repeats=1, quick=True)
+
+
+def test_attention_bench_records_the_lower_bound_beside_each_peak():
+    res = attn_bench.run("cpu", lengths=[32], repeats=1, quick=True)
+    for r in res["rows"]:
+        assert r["gradient_bytes"] == attn_bench.gradient_bytes(1, 8, 32, 64, 4, True)
+        assert r["gradient_bytes_frozen_bias"] == attn_bench.gradient_bytes(1, 8, 32, 64, 4, False)
+        assert r["peak_bytes"] >= r["gradient_bytes"]
+        assert r["peak_bytes_frozen_bias"] >= r["gradient_bytes_frozen_bias"]
+
+
 # ---------------------------------------------------------------------- machine and report
 
 

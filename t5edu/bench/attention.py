@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from t5edu.backends import BACKENDS, attention
-from t5edu.bench.timing import peak_memory, time_alternating
+from t5edu.bench.timing import checked_peak_memory, time_alternating
 
 # Backends whose CPU path is a correctness tool (an interpreter, an unfused reference), far too
 # slow to be worth timing; on CUDA they are probed like the rest.
@@ -60,18 +60,6 @@ def gradient_bytes(b: int, h: int, n: int, dh: int, itemsize: int, bias_learned:
     peak-memory measurement of that call is at least this."""
     grads = 3 * b * h * n * dh + (h * n * n if bias_learned else 0)
     return grads * itemsize
-
-
-def _checked_peak(fn, device, lower: int, what: str) -> dict:
-    """`peak_memory(fn)` with the grads cleared first (a fresh call, as in training), refused
-    when it reports fewer bytes than the gradients `fn` must return."""
-    mem = peak_memory(fn, device)
-    if mem["peak_bytes"] < lower:
-        raise RuntimeError(
-            f"{what}: measured peak {mem['peak_bytes']} B ({mem['method']}) is below the "
-            f"{lower} B of gradients the call returns; the measurement is broken, not recorded"
-        )
-    return mem
 
 
 def _fwd_bwd(name, q, k, v, bias, grad):
@@ -164,11 +152,11 @@ def run(
         for name in usable:
             for t in (q, k, v, bias):  # timing left gradients behind; measure a fresh call
                 t.grad = None
-            mem = _checked_peak(fns[name], device, lower, f"{name} at N={n}, bias learned")
+            mem = checked_peak_memory(fns[name], device, lower, f"{name} at N={n}, bias learned")
             for t in (q, k, v, bias):
                 t.grad = None
             frozen = _fwd_bwd(name, q, k, v, bias.detach(), grad)
-            mem_frozen = _checked_peak(frozen, device, lower_frozen, f"{name} at N={n}, frozen")
+            mem_frozen = checked_peak_memory(frozen, device, lower_frozen, f"{name}, N={n}, frozen")
             rows.append(
                 {
                     "backend": name,

@@ -18,7 +18,7 @@ import torch
 
 from t5edu.bench.attention import probe
 from t5edu.bench.flops import measured_peak_flops, mfu, t5_flops, vendor_peak_tflops
-from t5edu.bench.timing import paired_ratio, peak_memory, sync, time_alternating
+from t5edu.bench.timing import checked_peak_memory, paired_ratio, sync, time_alternating
 
 HALF = (torch.float16, torch.bfloat16)
 HF_REFERENCE = "HF Transformers (reference)"
@@ -102,6 +102,11 @@ def train_step(model, batch, device, dtype, lr=1e-4):
     return step, loss_fn
 
 
+def _gradient_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the parameter gradients a training step leaves (shared weights counted once)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
 def _summarise(timings, tokens, flops, peaks, base="hf"):
     rows = []
     for name, t in timings.items():
@@ -168,13 +173,18 @@ def run(
     loss_diff = {n: abs(v - losses["hf"]) for n, v in losses.items()}
 
     timings = time_alternating(steps, device=device, warmup=1, repeats=repeats)
-    memory = {n: peak_memory(fn, device) for n, fn in steps.items()}
+    # a step returns one gradient per trainable parameter (fp32, like the weights)
+    memory = {
+        n: checked_peak_memory(fn, device, _gradient_bytes(sides[n]), f"training step of {n}")
+        for n, fn in steps.items()
+    }
     peak = measured_peak_flops(device, dtype, n=1024 if quick else None)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     peaks = {"measured": peak["tflops"], "vendor": vendor_peak_tflops(gpu, dtype)}
     rows = _summarise(timings, tokens, flops.training, peaks)
     for row in rows:
         row["peak_bytes"] = memory[row["name"]]["peak_bytes"]
+        row["gradient_bytes"] = memory[row["name"]]["gradient_bytes"]
         row["loss"] = losses[row["name"]]
         row["loss_diff_vs_hf"] = loss_diff[row["name"]]
     result = {

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import t5edu
-from t5edu.bench.timing import peak_memory, sync, time_alternating
+from t5edu.bench.timing import checked_peak_memory, sync, time_alternating
 
 
 def default_shape(device: torch.device, quick: bool) -> tuple[int, int, int]:
@@ -120,12 +120,17 @@ def run(
     )
     rows = []
     for name, m in calls.items():
+        # a step returns the input's and the weight's gradients
+        w = mods[name].weight
+        grads = x.numel() * x.element_size() + w.numel() * w.element_size()
+        mem = checked_peak_memory(step(m), device, grads, f"norm bench, {name}")
         rows.append(
             {
                 "variant": name,
                 "time": timings[name].to_dict(),
                 "saved_bytes": saved_tensor_bytes(lambda m=m: m(x)),
-                "peak_bytes": peak_memory(step(m), device)["peak_bytes"],
+                "peak_bytes": mem["peak_bytes"],
+                "gradient_bytes": mem["gradient_bytes"],
                 "max_abs_diff_vs_rmsnorm": max_diff[name],
                 "compile_s": compile_s if name.startswith("torch.compile") else None,
             }

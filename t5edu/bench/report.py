@@ -55,6 +55,13 @@ def _skipped(skipped: dict) -> str:
     return "\n\nSkipped:\n" + "".join(f"\n- {k}: {v}" for k, v in skipped.items())
 
 
+def fmt_peak(peak_bytes: int, gradient_bytes: int | None = None) -> str:
+    """A measured peak with, when recorded, its lower bound: the bytes of the gradients the
+    measured call returns (older result files have none)."""
+    grads = "" if gradient_bytes is None else f" (grads {fmt_bytes(gradient_bytes)})"
+    return fmt_bytes(peak_bytes) + grads
+
+
 def model_table(res: dict) -> str:
     cfg = res["config"]
     head = (
@@ -69,7 +76,7 @@ def model_table(res: dict) -> str:
             fmt_spread(r["time"]),
             f"{r['tokens_per_s']:,.0f}",
             fmt_ratio(r.get("speed_vs_hf")),
-            fmt_bytes(r["peak_bytes"]),
+            fmt_peak(r["peak_bytes"], r.get("gradient_bytes")),
             fmt_pct(r.get("mfu_measured")),
             fmt_pct(r.get("mfu_vendor")),
             f"{r['loss_diff_vs_hf']:.1e}",
@@ -131,18 +138,13 @@ def attention_table(res: dict) -> str:
         f"{cfg['heads']} heads, head dim {cfg['head_dim']}, {cfg['dtype']}; each peak is beside "
         "the bytes of the gradients the call returns, the least any true peak can be"
     )
-
-    def peak(r, key):
-        grads = r.get(key.replace("peak_bytes", "gradient_bytes"))
-        return fmt_bytes(r[key]) + ("" if grads is None else f" (grads {fmt_bytes(grads)})")
-
     rows = [
         [
             str(r["seq_len"]),
             r["backend"],
             fmt_spread(r["time"]),
-            peak(r, "peak_bytes"),
-            peak(r, "peak_bytes_frozen_bias"),
+            fmt_peak(r["peak_bytes"], r.get("gradient_bytes")),
+            fmt_peak(r["peak_bytes_frozen_bias"], r.get("gradient_bytes_frozen_bias")),
         ]
         for r in res["rows"]
     ]
@@ -171,7 +173,7 @@ def norm_table(res: dict) -> str:
             r["variant"],
             fmt_spread(r["time"]),
             fmt_bytes(r["saved_bytes"]),
-            fmt_bytes(r["peak_bytes"]),
+            fmt_peak(r["peak_bytes"], r.get("gradient_bytes")),
             f"{r['max_abs_diff_vs_rmsnorm']:.1e}",
             "-" if r.get("compile_s") is None else f"{r['compile_s']:.0f} s",
         ]

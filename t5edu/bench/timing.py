@@ -253,3 +253,22 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str) -> dict:
         return {"peak_bytes": int(_cpu_peak_bytes_profiler(fn)), "method": "torch.profiler"}
     except (ImportError, AttributeError) as err:  # private profiler API moved
         return {"peak_bytes": int(_rss_peak_bytes(fn)), "method": f"peak RSS ({err})"}
+
+
+def checked_peak_memory(
+    fn: Callable[[], object], device: torch.device | str, lower_bytes: int, what: str
+) -> dict:
+    """`peak_memory(fn, device)` with its analytic lower bound: `lower_bytes` is what `fn` must
+    allocate and keep alive (the gradients it returns), recorded as `gradient_bytes`.
+
+    Raises:
+        RuntimeError: naming `what`, when the measured peak is below `lower_bytes`: such a figure
+            breaks physics, so it is a bug in the measurement and is never recorded.
+    """
+    mem = peak_memory(fn, device)
+    if mem["peak_bytes"] < lower_bytes:
+        raise RuntimeError(
+            f"{what}: measured peak {mem['peak_bytes']} B ({mem['method']}) is below the "
+            f"{lower_bytes} B of gradients the call returns: the measurement is broken"
+        )
+    return {**mem, "gradient_bytes": int(lower_bytes)}

@@ -643,6 +643,58 @@ def test_wsc_referent_rule(prediction, referent, want):
     assert postprocess.wsc_referent_matches(prediction, referent) is want
 
 
+@pytest.mark.parametrize(
+    ("prediction", "referent", "want"),
+    [
+        ("Mark", "Mark", 1),
+        ("the fuzzy cat", "cat", 1),
+        ("Lena", "Maya", 0),
+        ("Bob", "Bob's hat", 0),
+        # T5's guard: nothing left after lower-casing and dropping determiners -> -1
+        ("", "Maya", -1),
+        ("   ", "Maya", -1),
+        ("The", "the cat", -1),
+        ("his their", "Maya", -1),
+        (None, "Maya", -1),
+        # T5 splits on single spaces: "a   the" leaves two empty words, joined " ", which T5's
+        # `if not prediction` does not count as empty; the set {""} then names nothing (0)
+        ("a   the", "Maya", 0),
+        ("the  cat", "cat", 1),  # {"", "cat"} contains {"cat"}
+    ],
+)
+def test_wsc_prediction_value_follows_t5_wsc_simple(prediction, referent, want):
+    assert postprocess.wsc_prediction_value(prediction, referent) == want
+
+
+def _wsc_example(targets, label, idx):
+    return sg.Text2TextExample("wsc", f"wsc: row {idx} *he* .", targets, idx, label)
+
+
+def test_empty_wsc_answer_is_wrong_for_every_label():
+    # The issue's case: T5's wsc_simple gives -1 for "" and "The", so only "Mark" is right.
+    exs = [_wsc_example("Mark", 1, 0), _wsc_example("Mark", 0, 1), _wsc_example("Mark", 1, 2)]
+    result = sg.score_predictions("wsc", exs, ["Mark", "", "The"])
+    assert result.metrics["accuracy"] == pytest.approx(100 / 3)
+    assert result.num_invalid == 2
+    # An empty answer on a wrong-candidate row is no correct "not the referent"
+    assert sg.score_predictions("wsc", exs[1:2], [""]).metrics == {"accuracy": 0.0}
+    assert sg.score_predictions("wsc", exs[1:2], ["Lena"]).metrics == {"accuracy": 100.0}
+
+
+def test_always_empty_wsc_model_scores_zero():
+    exs = sg.load_examples("wsc", DATA, "val")
+    assert {e.label for e in exs} == {0, 1}  # both kinds of row present
+    result = sg.score_predictions("wsc", exs, sg.constant_predictions(exs, ""))
+    assert result.metrics == {"accuracy": 0.0} and result.num_invalid == len(exs)
+
+
+def test_wsc_oracle_names_something_else_for_wrong_candidates():
+    exs = sg.load_examples("wsc", DATA, "val")
+    for ex, text in zip(exs, sg.oracle_predictions(exs), strict=True):
+        assert text != ""
+        assert postprocess.wsc_prediction_value(text, ex.targets) == ex.label
+
+
 @pytest.mark.parametrize("task", list(SAMPLE_COUNTS))
 def test_garbage_predictions_score_as_wrong_without_crashing(task):
     exs = sg.load_examples(task, DATA, "val")
@@ -654,9 +706,14 @@ def test_garbage_predictions_score_as_wrong_without_crashing(task):
         assert result.num_invalid == len(exs)
         for name, value in result.metrics.items():
             assert value == 0.0, name
-    elif task == "wsc":  # garbage names no candidate, i.e. predicts "not the referent"
-        labels = [e.label for e in exs]
-        assert result.metrics["accuracy"] == pytest.approx(100 * labels.count(0) / len(labels))
+    elif task == "wsc":
+        # Empty garbage (None, "", "   ") is -1, wrong for every label; the rest names no
+        # candidate, i.e. predicts "not the referent", right on the wrong-candidate rows.
+        texts = [GARBAGE[i % len(GARBAGE)] for i in range(len(exs))]
+        empty = [t is None or (isinstance(t, str) and not t.strip()) for t in texts]
+        right = sum(e.label == 0 and not m for e, m in zip(exs, empty, strict=True))
+        assert result.metrics["accuracy"] == pytest.approx(100 * right / len(exs))
+        assert result.num_invalid == sum(empty)
     else:
         assert result.metrics == {"f1": 0.0, "em": 0.0}
 

@@ -35,6 +35,7 @@ from t5edu.superglue.postprocess import (
     INVALID,
     prediction_value,
     text_to_label,
+    wsc_prediction_value,
     wsc_referent_matches,
 )
 from t5edu.superglue.preprocessors import (
@@ -54,5 +55,5 @@ __all__ = [
     "load_examples", "load_rows", "matthews", "normalize_answer", "oracle_predictions",
     "prediction_value", "preprocess", "preprocess_rows", "record_metrics", "record_passage",
     "results_table", "score_predictions", "superglue_score", "task_metrics", "task_score",
-    "text_pairs", "text_to_label", "token_f1", "wsc_referent_matches",
+    "text_pairs", "text_to_label", "token_f1", "wsc_prediction_value", "wsc_referent_matches",
 ]  # fmt: skip

@@ -17,7 +17,12 @@ import torch
 
 from t5edu.superglue.loaders import is_labeled_split, load_rows
 from t5edu.superglue.metrics import superglue_score, task_metrics, task_score
-from t5edu.superglue.postprocess import INVALID, dedupe_by_group, prediction_value
+from t5edu.superglue.postprocess import (
+    INVALID,
+    dedupe_by_group,
+    prediction_value,
+    wsc_prediction_value,
+)
 from t5edu.superglue.preprocessors import Text2TextExample, preprocess_rows
 from t5edu.superglue.tasks import MAIN_TASKS, get_task, resolve_tasks
 
@@ -30,7 +35,8 @@ class TaskResult:
     metrics: dict[str, float]
     score: float  # mean of the task's headline metrics (what the SuperGLUE score averages)
     num_examples: int  # examples scored (ReCoRD: queries)
-    num_invalid: int | None  # generations that were no label word (None: free-text tasks)
+    # Generations that were no label word; WSC: that named nothing (T5's -1); None: ReCoRD.
+    num_invalid: int | None
     num_truncated: int = 0  # inputs cut to max_input_length before generation
     predictions: list[str] = field(default_factory=list, repr=False)
 
@@ -167,7 +173,9 @@ def score_predictions(
         )
     values = [prediction_value(ex, text) for ex, text in zip(examples, predictions, strict=True)]
     metrics = task_metrics(spec.name, examples, values)
-    invalid = None if spec.label_names is None else sum(v == INVALID for v in values)
+    # WSC's values are 1/0/-1 as well (`wsc_prediction_value`); ReCoRD's are strings.
+    scored_as_classes = spec.label_names is not None or spec.name == "wsc"
+    invalid = sum(v == INVALID for v in values) if scored_as_classes else None
     n = len(dedupe_by_group(examples)) if spec.name == "record" else len(examples)
     return TaskResult(
         spec.name, metrics, task_score(spec.name, metrics), n, invalid, num_truncated,
@@ -213,12 +221,30 @@ def evaluate(
     return results
 
 
+# Texts the WSC oracle may write for a wrong candidate: plain words, the first that T5's rule
+# scores 0 ("names something else") for the candidate is used.
+_WSC_OTHER_REFERENTS = ("nobody", "none", "someone")
+
+
+def _wsc_other_referent(candidate: str) -> str:
+    for text in _WSC_OTHER_REFERENTS:
+        if wsc_prediction_value(text, candidate) == 0:
+            return text
+    raise ValueError(f"no oracle text names something other than the candidate {candidate!r}")
+
+
 def oracle_predictions(examples: Sequence[Text2TextExample]) -> list[str]:
-    """The text a perfect model would generate (WSC: the candidate when it is the referent)."""
+    """The text a perfect model would generate, one per example.
+
+    The target for every task but WSC. WSC: the candidate (`targets`) when it is the referent;
+    for a wrong candidate, a word that names something else ("nobody"), which T5's
+    `wsc_simple` scores 0 ("not this candidate"). An empty answer would not do: T5 maps it to
+    -1, wrong whatever the label (`postprocess.wsc_prediction_value`).
+    """
     out = []
     for ex in examples:
         wsc_wrong_candidate = ex.task == "wsc" and ex.label == 0
-        out.append("" if wsc_wrong_candidate else ex.targets)
+        out.append(_wsc_other_referent(ex.targets) if wsc_wrong_candidate else ex.targets)
     return out
 
 

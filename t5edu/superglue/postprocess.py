@@ -2,9 +2,9 @@
 
 Chapter 14. Follows the T5 codebase's `t5/data/postprocessors.py`: a label word maps to its class
 index and anything else to -1 (`string_label_to_class_id`), WSC's generated referent is compared
-with the candidate span ignoring case and determiners (`wsc_simple`), MultiRC answers are grouped
-by question, and ReCoRD's one-example-per-answer copies are scored once per query
-(`metrics.deduplicate_metric`).
+with the candidate span ignoring case and determiners, an empty one being -1 (`wsc_simple`),
+MultiRC answers are grouped by question, and ReCoRD's one-example-per-answer copies are scored
+once per query (`metrics.deduplicate_metric`).
 """
 
 from __future__ import annotations
@@ -40,35 +40,58 @@ def text_to_label(text, label_names: Sequence[str]) -> int:
     return label_names.index(text) if text in label_names else INVALID
 
 
-def _content_words(text: str) -> set[str]:
-    return {w for w in clean_text(text).lower().split() if w not in _DETERMINERS}
+def _wsc_words(text) -> list[str]:
+    """T5's `clean` inside `wsc_simple`: stripped, lower-cased, split on single spaces (so a
+    double space leaves an empty word, as in T5), determiners dropped."""
+    return [w for w in clean_text(text).lower().split(" ") if w not in _DETERMINERS]
+
+
+def wsc_prediction_value(prediction, referent: str) -> int:
+    """What T5's `postprocessors.wsc_simple` makes of a generated WSC referent: 1, 0 or -1.
+
+    Source: google-research/text-to-text-transfer-transformer, `t5/data/postprocessors.py`,
+    `wsc_simple` (the version with the empty-prediction guard). Both texts are stripped,
+    lower-cased, split on single spaces and rid of determiners ("the", "his", ...). Then:
+
+    - `INVALID` (-1) when nothing of the prediction is left ("", " ", "The"): an empty answer
+      is compared with the row's label like any other value, so it is wrong whether the label
+      is 1 or 0 (without this guard "" would score as a correct "not the referent");
+    - 0 when exactly one side has an apostrophe ("Bob" vs "Bob's hat");
+    - 1 when one word set contains the other ("fuzzy bunny" vs "bunny"), else 0.
+
+    Any object is accepted (`clean_text`: None, bytes, ...); never raises.
+    """
+    words = _wsc_words(prediction)
+    if not " ".join(words):  # T5 tests the joined string, so ["", ""] (" ") is not empty
+        return INVALID
+    pred, ref = " ".join(words), " ".join(_wsc_words(referent))
+    if ("'" in pred) != ("'" in ref):
+        return 0
+    p, r = set(words), set(ref.split(" "))
+    return int(p <= r or r <= p)
 
 
 def wsc_referent_matches(prediction, referent: str) -> bool:
-    """Whether generated text names the candidate referent (T5's `wsc_simple` rule).
+    """Whether generated text names the candidate referent: `wsc_prediction_value(...) == 1`.
 
     Case and determiners are ignored; one word set must contain the other ("fuzzy bunny" matches
     "bunny"), and a possessive on one side only ("Bob" vs "Bob's hat") is no match. Empty text
-    never matches.
+    never matches; note that for scoring it is not "no match" (0) but -1, which is wrong for
+    every label (`wsc_prediction_value`).
     """
-    pred, ref = clean_text(prediction), clean_text(referent)
-    if ("'" in pred) != ("'" in ref):
-        return False
-    p, r = _content_words(pred), _content_words(ref)
-    if not p or not r:
-        return False
-    return p <= r or r <= p
+    return wsc_prediction_value(prediction, referent) == 1
 
 
 def prediction_value(example: Text2TextExample, text) -> int | str:
     """What the task's metric compares with the gold value, from one generated text.
 
     Label tasks: the class index or -1; WSC: 1 if the text names `example.targets` (the
-    candidate) else 0, compared with the row's label; ReCoRD: the stripped text.
+    candidate), 0 if it names something else, -1 if it names nothing (`wsc_prediction_value`),
+    compared with the row's label; ReCoRD: the stripped text.
     """
     spec = get_task(example.task)
     if spec.name == "wsc":
-        return int(wsc_referent_matches(text, example.targets))
+        return wsc_prediction_value(text, example.targets)
     if spec.name == "record":
         return clean_text(text)
     return text_to_label(text, spec.label_names)

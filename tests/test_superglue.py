@@ -277,6 +277,75 @@ def test_wsc_marks_the_pronoun_and_targets_the_candidate(row, inputs, targets, l
     assert (ex.inputs, ex.targets, ex.label) == (inputs, targets, label)
 
 
+TROPHY = "The trophy does not fit into the brown suitcase because it is too large ."
+
+
+@pytest.mark.parametrize(
+    ("row", "inputs", "targets"),
+    [
+        (  # span1 lower-cased where the text starts the sentence with it: T5 targets "The"
+            _wsc_row(TROPHY, "the trophy", 0, "it", 9),
+            "wsc: The trophy does not fit into the brown suitcase because *it* is too large .",
+            "The trophy",
+        ),
+        (  # a newline inside span1 and a trailing period: T5 targets "the brown suitcase"
+            _wsc_row(TROPHY, "the brown\nsuitcase.", 6, "it", 9, label=False),
+            "wsc: The trophy does not fit into the brown suitcase because *it* is too large .",
+            "the brown suitcase",
+        ),
+        (  # the pronoun capitalised where the text has "he": T5 marks *he*
+            _wsc_row("Pete told Mark that he was tired .", "Mark", 2, "He", 4),
+            "wsc: Pete told Mark that *he* was tired .",
+            "Mark",
+        ),
+        (  # a span that occurs in the text is kept as it is, case included
+            _wsc_row("The dog saw the cat and it ran .", "the cat", 3, "it", 6),
+            "wsc: The dog saw the cat and *it* ran .",
+            "the cat",
+        ),
+        (  # words not contiguous in the text: TFDS keeps the span unrepaired
+            _wsc_row(
+                "Kamenev met Stalin and Zinoviev ; they agreed .",
+                "Kamenev and Zinoviev",
+                0,
+                "they",
+                6,
+            ),
+            "wsc: Kamenev met Stalin and Zinoviev ; *they* agreed .",
+            "Kamenev and Zinoviev",
+        ),
+    ],
+)
+def test_wsc_spans_are_repaired_as_tfds_wsc_fixed(row, inputs, targets):
+    (ex,) = sg.preprocess("wsc", row)
+    assert (ex.inputs, ex.targets) == (inputs, targets)
+    # HF's wsc.fixed rows are already repaired: repairing again changes nothing
+    t, pronoun = row["target"], ex.inputs.split("*")[1]
+    fixed_row = _wsc_row(row["text"], ex.targets, t["span1_index"], pronoun, t["span2_index"])
+    (fixed,) = sg.preprocess("wsc", fixed_row)
+    assert (fixed.inputs, fixed.targets) == (inputs, targets)
+
+
+@pytest.mark.parametrize(
+    ("span", "index", "want"),
+    [
+        ("the trophy", 0, "The trophy"),
+        ("The brown suitcase", 6, "the brown suitcase"),
+        ("the brown\nsuitcase.", 6, "the brown suitcase"),
+        ("trophy", 1, "trophy"),  # a substring already: kept
+        ("the moon", 99, "the moon"),  # index outside the words: no case step, no error
+    ],
+)
+def test_wsc_fix_span(span, index, want):
+    assert sg.wsc_fix_span(TROPHY, span, index) == want
+
+
+def test_wsc_span1_missing_even_after_repair_names_the_field():
+    row = {**_wsc_row(TROPHY, "the moon", 6, "it", 9), "idx": 5}
+    with pytest.raises(ValueError, match=r"idx=5.*'target.span1_text' = 'the moon' is not in"):
+        sg.preprocess("wsc", row)
+
+
 def test_wsc_training_keeps_only_correct_referents():
     rows = [
         _wsc_row("Ana hugged Bo because she was happy .", "Ana", 0, "she", 4, True, 0),

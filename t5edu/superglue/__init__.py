@@ -44,6 +44,7 @@ from t5edu.superglue.preprocessors import (
     preprocess,
     preprocess_rows,
     record_passage,
+    wsc_fix_span,
 )
 from t5edu.superglue.tasks import DIAGNOSTIC_TASKS, MAIN_TASKS, TASKS, TaskSpec, get_task
 
@@ -55,5 +56,6 @@ __all__ = [
     "load_examples", "load_rows", "matthews", "normalize_answer", "oracle_predictions",
     "prediction_value", "preprocess", "preprocess_rows", "record_metrics", "record_passage",
     "results_table", "score_predictions", "superglue_score", "task_metrics", "task_score",
-    "text_pairs", "text_to_label", "token_f1", "wsc_prediction_value", "wsc_referent_matches",
+    "text_pairs", "text_to_label", "token_f1", "wsc_fix_span", "wsc_prediction_value",
+    "wsc_referent_matches",
 ]  # fmt: skip

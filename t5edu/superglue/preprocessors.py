@@ -4,7 +4,8 @@ Chapter 14. Each function reads one row as it appears in the official release (e
 `BoolQ/val.jsonl`) and returns the example(s) T5 trains and evaluates on, formatted as the T5
 codebase does (google-research/text-to-text-transfer-transformer: `preprocessors.glue` with the
 feature orders of `glue_utils.get_glue_text_preprocessor`, `preprocessors.record` and
-`preprocessors.wsc_simple`; the label words of TFDS' `super_glue` builder):
+`preprocessors.wsc_simple`; the label words of TFDS' `super_glue` builder, and its `wsc.fixed`
+span repairs, `_fix_wst`):
 
 - BoolQ  `boolq passage: P question: Q` -> `False` / `True`
 - CB     `cb hypothesis: H premise: P` -> `entailment` / `contradiction` / `neutral`
@@ -260,6 +261,38 @@ def record(row, index: int | None = None, labeled: bool = True) -> list[Text2Tex
     return out
 
 
+# Spans that TFDS' wsc.fixed leaves as they are: their words are not contiguous in the text.
+_WSC_UNREPAIRABLE_SPANS = frozenset({"Kamenev and Zinoviev", "Kamenev, Zinoviev, and Stalin"})
+
+
+def wsc_fix_span(text: str, span: str, index: int) -> str:
+    """A WSC span repaired as TFDS' `wsc.fixed` config does, so that it occurs in `text`.
+
+    T5 reads WSC through TFDS' `super_glue/wsc.fixed`, whose loader repairs both spans before
+    T5 formats them (tensorflow/datasets, `tensorflow_datasets/text/super_glue.py`,
+    `_fix_wst`). Written here from that description:
+
+    - a span that already occurs in `text` (as a substring, case-sensitive) is kept, and so are
+      the two spans whose words are not contiguous in the text ("Kamenev and Zinoviev", ...);
+    - otherwise, in this order: its first letter takes the case of the first letter of word
+      `index` of `text` split on whitespace (`the trophy` -> `The trophy` at the start of a
+      sentence, `He` -> `he`), trailing "." are dropped and newlines become spaces
+      (`the brown\nsuitcase.` -> `the brown suitcase`).
+
+    Not reproduced: TFDS' branch for a span containing "theyscold", whose text replacement has
+    no effect in TFDS' code. The result may still be missing from `text` (TFDS then fails an
+    assertion); the caller reports it. Never raises: an `index` outside the words skips the
+    case step.
+    """
+    if span in text or span in _WSC_UNREPAIRABLE_SPANS or not span:
+        return span
+    words = text.split()
+    if 0 <= index < len(words):
+        first = span[0].lower() if words[index][0].islower() else span[0].upper()
+        span = first + span[1:]
+    return span.rstrip(".").replace("\n", " ")
+
+
 def wsc_mark_pronoun(words: list[str], i: int, pronoun: str) -> str | None:
     """`words` with word `i` marked as `*pronoun*`, or None when word `i` is not the pronoun."""
     word = words[i] if 0 <= i < len(words) else ""
@@ -277,26 +310,47 @@ def wsc_mark_pronoun(words: list[str], i: int, pronoun: str) -> str | None:
 def wsc(row, index: int | None = None, labeled: bool = True) -> list[Text2TextExample]:
     """WSC as T5's `wsc_simple`: `wsc: ... *pronoun* ...` -> the candidate referent (span1).
 
-    The word at `target.span2_index` (words split on single spaces) is marked with `*`. The target
-    is the candidate `span1_text` whatever the label, so for training keep only rows whose label
-    is true (`preprocess_rows(..., correct_referent_only=True)`); at evaluation the generated
-    referent is compared with span1 (`postprocess.wsc_referent_matches`) to predict the label.
-    One documented deviation: when the indexed word is not the pronoun but its neighbour is
-    (an off-by-one T5 fixes by hand for one training row), the neighbour is marked.
+    Both spans are first repaired as TFDS' `wsc.fixed` does (`wsc_fix_span`; T5 reads that
+    config), so a row of the official release and the same row from HF's `wsc.fixed` give the
+    same example. The word at `target.span2_index` (words split on single spaces) is marked
+    with `*`. The target is the candidate `span1_text` whatever the label, so for training keep
+    only rows whose label is true (`preprocess_rows(..., correct_referent_only=True)`); at
+    evaluation the generated referent is compared with span1
+    (`postprocess.wsc_prediction_value`) to predict the label. One documented deviation: when
+    the indexed word is not the pronoun but its neighbour is (an off-by-one T5 fixes by hand
+    for one training row), the neighbour is marked.
+
+    Raises:
+        ValueError: naming the field, when span1 is not in the text even once repaired (TFDS
+            fails an assertion there), or when the word at span2_index is not the pronoun.
     """
     r = _Row("wsc", row, index)
     text = r.text("text")
     target = r.get(row, "target", Mapping)
     span1 = r.text("span1_text", target, "target.span1_text")
-    pronoun = r.text("span2_text", target, "target.span2_text")
+    if span1 not in text:  # span1_index is only needed (and checked) for a repair
+        i1 = r.get(target, "span1_index", int, "target.span1_index")
+        fixed = wsc_fix_span(text, span1, i1)
+        if fixed not in text and fixed not in _WSC_UNREPAIRABLE_SPANS:
+            raise r.error(
+                "target.span1_text",
+                f"= {span1!r} is not in the text, even repaired as TFDS' wsc.fixed does "
+                f"(-> {fixed!r}); expected a substring of {text!r}",
+            )
+        span1 = fixed
     i = r.get(target, "span2_index", int, "target.span2_index")
+    raw_pronoun = r.text("span2_text", target, "target.span2_text")
+    pronoun = wsc_fix_span(text, raw_pronoun, i)
     words = text.split(" ")
     marked = None
     for j in (i, i + 1, i - 1):
         marked = marked or wsc_mark_pronoun(words, j, pronoun)
     if marked is None:
         word = words[i] if 0 <= i < len(words) else "<out of range>"
-        raise r.error("target.span2_index", f"= {i} points at {word!r}, not at {pronoun!r}")
+        repaired = f" (span2_text {raw_pronoun!r} repaired)" if pronoun != raw_pronoun else ""
+        raise r.error(
+            "target.span2_index", f"= {i} points at {word!r}, not at {pronoun!r}{repaired}"
+        )
     label = r.label() if labeled or row.get("label") is not None else None
     return [Text2TextExample("wsc", f"wsc: {marked}", span1, r.idx(), label)]
 

@@ -152,7 +152,10 @@ def scaled_dot_product_attention(
 
     Returns:
         `(batch, heads, q_len, head_dim)` in q's dtype. The softmax runs in float32 or wider (as
-        HF's T5). A query whose keys are all masked gets zeros (and zero gradients), never NaN.
+        HF's T5). A query that sees no key (every key hidden by `attention_mask` or `causal`, or
+        given a `-inf` bias) gets zeros and zero gradients (q, k, v, bias), never NaN: the rule
+        of every backend, as torch's SDPA (HF's eager T5 gives NaN there). A finite bias, even
+        `finfo.min` (HF's mask value), is a score like any other.
 
     Raises:
         ValueError: see `check_attention_inputs` and `check_scale_and_dropout`.
@@ -170,8 +173,15 @@ def scaled_dot_product_attention(
     # Half-precision softmax loses the small weights; float64 input keeps its precision.
     acc = torch.promote_types(scores.dtype, torch.float32)
     scores = scores.to(acc)
+    no_key = None
     if bias is not None:
-        scores = scores + bias.to(acc)
+        bias = bias.to(acc)
+        # A row whose bias is -inf at every key has no finite score: softmax would give 0/0 = NaN,
+        # forward and backward. It sees no key, so it gets the masked rows' zeros: its bias is
+        # zeroed (softmax stays finite) and its output below. Testing the bias, not the scores,
+        # costs a pass over the smaller tensor, and no host sync; other rows are bit-unchanged.
+        no_key = bias.amax(dim=-1, keepdim=True) == float("-inf")  # (..., Tq, 1)
+        scores = scores + bias.masked_fill(no_key, 0.0)
     keep = visible_keys(attention_mask, causal, tq, tk, q.device)
     if keep is not None:
         # A finite fill (not -inf) keeps fully masked rows free of NaN; they are zeroed below.
@@ -182,7 +192,9 @@ def scaled_dot_product_attention(
     probs = probs.to(v.dtype)
     if dropout_p > 0.0:
         probs = nn.functional.dropout(probs, p=dropout_p)
-    return torch.matmul(probs, v)  # (B, H, Tq, Dh)
+    out = torch.matmul(probs, v)  # (B, H, Tq, Dh)
+    # Zeroing the output (not the probabilities) also zeroes every gradient of those rows.
+    return out if no_key is None else out.masked_fill(no_key, 0.0)
 
 
 class MultiHeadAttention(nn.Module):

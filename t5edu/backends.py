@@ -61,21 +61,26 @@ def sdpa_attention(
     """PyTorch's fused `scaled_dot_product_attention`, with T5's bias passed as a float mask.
 
     Padding, causality and bias are folded into one additive float mask (PyTorch's kernels take a
-    single `attn_mask`); rows with no visible key are zeroed afterwards so they give zeros, not
-    NaN, as the reference does.
+    single `attn_mask`), hidden keys at -inf. A row with no finite entry sees no key: it is given
+    a zero mask row and its output is zeroed afterwards, so it gets zeros and zero gradients as
+    in every backend. Torch's math kernel would give zeros by itself, but its fused CUDA kernels
+    have returned NaN for such rows (pytorch/pytorch#110213), so this does not rely on them.
     """
     check_attention_inputs(q, k, v, bias, attention_mask)
     tq, tk = q.shape[2], k.shape[2]
     keep = visible_keys(attention_mask, causal, tq, tk, q.device)
     mask = None if bias is None else bias.to(q.dtype)
     if keep is not None:
-        fill = torch.finfo(q.dtype).min
-        neg = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, fill)
-        mask = neg if mask is None else (mask + neg).clamp_min(fill)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
-    if keep is not None:
-        out = out * keep.any(dim=-1, keepdim=True).to(out.dtype)  # (B, 1, Tq, 1)
-    return out
+        if mask is None:
+            mask = torch.zeros(keep.shape, dtype=q.dtype, device=q.device)
+        mask = mask.masked_fill(~keep, float("-inf"))
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+    no_key = mask.amax(dim=-1, keepdim=True) == float("-inf")  # (..., Tq, 1), no host sync
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask.masked_fill(no_key, 0.0), dropout_p=dropout_p, scale=scale
+    )
+    return out.masked_fill(no_key, 0.0)
 
 
 register_backend("flash")(flash_attention)

@@ -37,7 +37,7 @@ def summarize_chunk(q, k, v, bias, pad, causal, i0, j0, offset, scale):
     j <= i + offset, offset = Tk - Tq) is rebuilt here from the chunk's first query i0 and key j0
     rather than passed in, so checkpointing saves no (qc, kc) tensor. Hidden keys get a finite
     fill (not -inf) and are zeroed after the exp, so a chunk, or a whole row, with no visible key
-    gives zeros and zero gradients rather than NaN.
+    (hidden, or every bias -inf) gives zeros and zero gradients rather than NaN.
     """
     acc = accumulation_dtype(q.dtype)
     s = torch.matmul(q, k.transpose(-1, -2)).to(acc) * scale  # (B, H, qc, kc)
@@ -52,7 +52,10 @@ def summarize_chunk(q, k, v, bias, pad, causal, i0, j0, offset, scale):
     if keep is not None:
         s = s.masked_fill(~keep, torch.finfo(acc).min)
     # The max only keeps exp() in range; the result does not depend on it (paper: stop_gradient).
-    m = s.amax(dim=-1, keepdim=True).detach()
+    # A row whose every score is -inf (a -inf bias) would give exp(-inf - -inf) = NaN; its max
+    # is clamped to finfo.min so exp gives 0 there, the chunk adds nothing and its weight in the
+    # merge, exp(finfo.min - max), is 0 too. A row with no finite score anywhere gets zeros.
+    m = s.amax(dim=-1, keepdim=True).detach().clamp_min(torch.finfo(acc).min)
     p = torch.exp(s - m)
     if keep is not None:
         p = p * keep
@@ -101,7 +104,7 @@ def memory_efficient_attention(
     """Attention in O(Tq * Dh * Tk / kc) memory: query/key chunks, each key chunk checkpointed.
 
     Arguments, result and errors as `t5edu.attention.scaled_dot_product_attention` (bias with
-    gradient, HF padding mask, bottom-right causal, fully masked rows -> zeros), plus the chunk
+    gradient, HF padding mask, bottom-right causal, rows that see no key -> zeros), plus the chunk
     sizes (positive ints; lengths need not be multiples).
 
     Raises:

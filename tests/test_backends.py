@@ -170,6 +170,133 @@ def test_hypothesis_shapes(backend, b, h, tq, tk, d, bias, mask, causal):
     assert_all_close(run(backend, q, k, v, bias_t, am, causal), want)
 
 
+# --- a row that sees no key: one rule for every backend ---------------------------------------
+# A query row whose every key is hidden (mask, causal) or has a -inf bias gets output 0 and zero
+# gradients, as torch's SDPA math kernel gives (its `_safe_softmax`). The reference here is that
+# kernel itself, so the rule does not rest on t5edu's own naive code.
+
+NEG_INF = float("-inf")
+
+
+def torch_math_reference(q, k, v, bias, am, causal, scale=None):
+    """Output and gradients from torch's SDPA math kernel, every hidden key at -inf in one mask."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    tq, tk = q.shape[2], k.shape[2]
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    b = None if bias is None else bias.detach().clone().requires_grad_()
+    mask = torch.zeros(q.shape[0], 1, tq, tk, device=q.device) if b is None else b
+    hidden = torch.zeros(q.shape[0], 1, tq, tk, dtype=torch.bool, device=q.device)
+    if am is not None:
+        hidden |= ~am.bool()[:, None, None, :]
+    if causal:
+        hidden |= torch.ones(tq, tk, dtype=torch.bool, device=q.device).triu(tk - tq + 1)
+    mask = mask.masked_fill(hidden, NEG_INF)
+    with sdpa_kernel(SDPBackend.MATH):
+        out = torch.nn.functional.scaled_dot_product_attention(*leaves, attn_mask=mask, scale=scale)
+    w = torch.linspace(-1, 1, out.numel(), device=out.device).reshape(out.shape)
+    (out * w).sum().backward()
+    return [out] + [t.grad for t in leaves] + ([] if b is None else [b.grad])
+
+
+def with_inf_rows(bias_t, tk):
+    """The bias with -inf rows: row 1 at every key, row 2 at the first half of the keys, row 3 at
+    the keys the padded sequence can see (so there it sees no key), and head 0 of row 4 at every
+    key; a key-only bias `(1, H, 1, Tk)` gets head 0 at every key (all its rows see nothing)."""
+    bias_t = bias_t.clone()
+    if bias_t.shape[-2] == 1:
+        bias_t[..., 0, :, :] = NEG_INF
+        return bias_t
+    bias_t[..., 1, :] = NEG_INF
+    bias_t[..., 2, : tk // 2] = NEG_INF
+    bias_t[..., 3, : tk // 2] = NEG_INF
+    bias_t[..., 0, 4, :] = NEG_INF
+    return bias_t
+
+
+INF_CASES = [
+    # (b, h, tq, tk, d, bias, mask, causal)
+    (2, 3, 6, 9, 16, "batch_broadcast", "none", False),
+    (2, 3, 6, 9, 16, "batch_broadcast", "padding", False),  # row 3 of batch 1: no finite key
+    (2, 2, 7, 11, 16, "full", "fully_masked", True),
+    (2, 2, 9, 6, 16, "full", "padding", True),  # q_len > k_len: first rows see nothing as well
+    (2, 2, 5, 8, 32, "per_head_3d", "padding", False),
+    (2, 3, 5, 8, 16, "key_only", "padding", True),  # head 0 of every row sees no key
+    (1, 2, 130, 200, 16, "batch_broadcast", "padding", True),  # rows cross the 128-wide tiles
+]
+
+
+@pytest.mark.parametrize("backend", GRAD_BACKENDS)
+@pytest.mark.parametrize("case", INF_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_rows_with_no_finite_score_give_zeros_and_zero_grads(backend, case):
+    b, h, tq, tk, d, bias, mask, causal = case
+    q, k, v, bias_t, am = make_case(b, h, tq, tk, d, bias=bias, mask=mask)
+    bias_t = with_inf_rows(bias_t, tk)
+    want = torch_math_reference(q, k, v, bias_t, am, causal)
+    got = run(backend, q, k, v, bias_t, am, causal)
+    for name, g in zip(["out", "dq", "dk", "dv", "dbias"], got, strict=True):
+        assert torch.isfinite(g).all(), f"{backend}: {name} is not finite"
+    assert_all_close(got, want)
+    dead = ~torch.isfinite(bias_t).any(dim=-1)  # rows with a -inf bias at every key
+    dead = dead.expand(got[0].shape[:-1])
+    assert dead.any()
+    assert (got[0][dead] == 0).all() and (got[1][dead] == 0).all()
+
+
+@pytest.mark.parametrize("case", [INF_CASES[1], INF_CASES[3], INF_CASES[5]],
+                         ids=lambda c: "-".join(map(str, c)))  # fmt: skip
+def test_flex_rows_with_no_finite_score_give_zeros(case):
+    b, h, tq, tk, d, bias, mask, causal = case
+    q, k, v, bias_t, am = make_case(b, h, tq, tk, d, bias=bias, mask=mask)
+    bias_t = with_inf_rows(bias_t, tk)
+    want = torch_math_reference(q, k, v, bias_t, am, causal)[0]
+    with torch.no_grad():
+        got = attention(q, k, v, bias=bias_t, attention_mask=am, causal=causal, backend="flex")
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("block", [(4, 4), (3, 5)])
+def test_tiled_backends_with_a_key_block_or_chunk_that_is_all_minus_inf(block):
+    """Small tiles: some rows have one key block / chunk all -inf and another finite, the case
+    where a NaN max from the dead chunk would poison the merge (memory_efficient did)."""
+    from t5edu.flash_attention import flash_attention
+    from t5edu.memory_efficient import memory_efficient_attention
+
+    q, k, v, bias_t, am = make_case(2, 2, 9, 13, 16, bias="batch_broadcast", mask="padding")
+    bias_t = with_inf_rows(bias_t, 13)
+    want = torch_math_reference(q, k, v, bias_t, am, causal=True)
+    bq, bk = block
+    fns = {
+        "flash": lambda *a, **kw: flash_attention(*a, block_q=bq, block_k=bk, **kw),
+        "memory_efficient": lambda *a, **kw: memory_efficient_attention(
+            *a, query_chunk_size=bq, key_chunk_size=bk, **kw
+        ),
+    }
+    for name, fn in fns.items():
+        leaves = [t.clone().requires_grad_() for t in (q, k, v, bias_t)]
+        out = fn(*leaves[:3], bias=leaves[3], attention_mask=am, causal=True)
+        w = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+        (out * w).sum().backward()
+        got = [out] + [t.grad for t in leaves]
+        assert all(torch.isfinite(g).all() for g in got), name
+        assert_all_close(got, want)
+
+
+@pytest.mark.parametrize("backend", ["naive", "sdpa"])
+def test_the_no_key_rule_adds_no_graph_break_or_host_sync(backend):
+    """The rule is tensor ops only (torch.where / masked_fill on the row max): dynamo traces
+    the whole call as one graph (fullgraph=True raises on .item() or a data-dependent `if`)."""
+    q, k, v, bias_t, am = make_case(2, 2, 5, 7, 16, bias="full", mask="padding")
+    bias_t, am = with_inf_rows(bias_t, 7), am.bool()  # an integer mask's 0/1 check syncs
+
+    def fn(q, k, v, bias_t, am):
+        return attention(q, k, v, bias=bias_t, attention_mask=am, causal=True, backend=backend)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v, bias_t, am), fn(q, k, v, bias_t, am))
+
+
 # --- auto -------------------------------------------------------------------------------------
 
 

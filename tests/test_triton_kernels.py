@@ -187,6 +187,22 @@ def test_hypothesis_shapes(kernels, tq, tk, d, bias, masked, causal):
           block_m=16, block_n=16)  # fmt: skip
 
 
+def test_rows_with_a_minus_inf_bias_at_every_key_give_zeros_and_zero_grads(kernels):
+    """The rule of every backend (tests/test_backends.py): a row with no finite score, from a
+    -inf bias alone or with the padding mask, gets output 0 and zero gradients, not NaN."""
+    q, k, v, bias, am = make(2, 2, 13, 21, 16, (1, 2, 13, 21), masked=False)
+    am = torch.ones(2, 21, dtype=torch.long, device=DEVICE)
+    am[1, 10:] = 0
+    bias[..., 1, :] = float("-inf")  # sees no key
+    bias[..., 2, :10] = float("-inf")  # batch 1 sees no key (its other keys are padding)
+    bias[:, 0, 5, :16] = float("-inf")  # a whole 16-wide key block of -inf, then finite keys
+    case = (q, k, v, bias, am)
+    check(kernels.triton_flash_attention, case, True, block_m=16, block_n=16)
+    out = kernels.triton_flash_attention(q, k, v, bias=bias, attention_mask=am, causal=True,
+                                         block_m=16, block_n=16)  # fmt: skip
+    assert (out[:, :, 1] == 0).all() and (out[1, :, 2] == 0).all()
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 

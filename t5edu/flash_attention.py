@@ -208,8 +208,9 @@ def flash_attention(
 
     Returns:
         `(batch, heads, q_len, head_dim)` in q's dtype, equal to
-        `t5edu.attention.scaled_dot_product_attention` with the same arguments; a query whose keys
-        are all masked gets zeros and zero gradients. With `return_lse`, `(out, lse)`.
+        `t5edu.attention.scaled_dot_product_attention` with the same arguments; a query that sees
+        no key (all hidden, or a -inf bias at every key) gets zeros and zero gradients (its row
+        max stays -inf, so l = 0 and lse = +inf). With `return_lse`, `(out, lse)`.
 
     Raises:
         ValueError: for inputs `check_attention_inputs` rejects, mask values other than 0/1,

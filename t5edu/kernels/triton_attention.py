@@ -161,9 +161,10 @@ def triton_flash_attention(
 
     Args and result as `t5edu.flash_attention.flash_attention` (q `(batch, heads, q_len,
     head_dim)`, k, v `(batch, heads, k_len, head_dim)`, bias broadcastable to `(batch, heads,
-    q_len, k_len)` with gradient, HF padding mask `(batch, k_len)`, bottom-right causal, fully
-    masked rows -> zeros). fp16/bf16/fp32 (fp32 matmuls in IEEE fp32, not TF32); scores, softmax
-    and accumulators in fp32. `block_m`/`block_n` override the tile sizes (powers of 2, >= 16).
+    q_len, k_len)` with gradient, HF padding mask `(batch, k_len)`, bottom-right causal, rows
+    that see no key, hidden or with a -inf bias at every key -> zeros and zero gradients).
+    fp16/bf16/fp32 (fp32 matmuls in IEEE fp32, not TF32); scores, softmax and accumulators in
+    fp32. `block_m`/`block_n` override the tile sizes (powers of 2, >= 16).
 
     Raises:
         ValueError: bad shapes/masks (see `check_attention_inputs`), mask values other than 0/1,

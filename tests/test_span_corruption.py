@@ -75,6 +75,42 @@ def test_short_inputs_use_the_masks_counts():
     assert compute_input_and_target_lengths(8) == (7, 3)
 
 
+def t5_helper_float64(inputs_length, density=0.15, mean=3.0):
+    """T5's `random_spans_helper` as its Python computes it: float64, no clamps (eos included)."""
+
+    def lengths(n):
+        noise = int(round(n * density))
+        spans = int(round(noise / mean))
+        return n - noise + spans + 1, noise + spans + 1
+
+    n = inputs_length - 1
+    while lengths(n + 1)[0] <= inputs_length:
+        n += 1
+    return n, lengths(n)[1]
+
+
+@pytest.mark.parametrize(
+    "inputs_length, t5_helper, ours",
+    [
+        # 190 * 0.15 = 28.5: float64 rounds 28.499999999999996 down (28 noise, 9 spans, 38
+        # targets); T5's float32 mask rounds 28.500000954 up (29 noise, 10 spans, 40 targets).
+        (172, (190, 38), (190, 40)),
+        (316, (350, 70), (350, 72)),  # 350 * 0.15 = 52.5, the same rounding split
+        (8, (8, 2), (7, 3)),  # the clamps: T5's helper counts 0 spans, its mask makes 1
+        (512, (568, 114), (568, 114)),  # agree
+        (256, (284, 58), (284, 58)),  # agree
+    ],
+)
+def test_helper_follows_t5s_float32_mask_not_its_float64_helper(inputs_length, t5_helper, ours):
+    assert t5_helper_float64(inputs_length) == t5_helper
+    assert compute_input_and_target_lengths(inputs_length) == ours
+    # What T5's mask does at that raw length (float32 counts): the targets we promise.
+    noise, spans = t5_counts(ours[0], 0.15, 3.0)
+    assert (ours[0] - noise + spans + 1, noise + spans + 1) == (inputs_length, ours[1])
+    out = span_corruption(torch.arange(3, 3 + ours[0]), 32100, generator=gen(0))
+    assert (len(out.input_ids), len(out.labels)) == (inputs_length, ours[1])
+
+
 @pytest.mark.parametrize("density, mean", [(0.15, 3.0), (0.3, 2.0), (0.15, 1.0), (0.5, 3.0)])
 def test_corrupted_lengths_are_exact(density, mean):
     # The counts do not depend on the seed, so one seed per length checks the promise. At
@@ -283,3 +319,56 @@ def test_bad_tokens_and_masks():
         noise_span_to_unique_sentinel(tokens, mask, 100, num_sentinels=1)
     with pytest.raises(ValueError, match="tokens"):
         span_corruption([1, 2, 3], 100)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        # float ids: the message names the dtype, not only the (valid) 1-D shape
+        (
+            lambda: span_corruption(torch.arange(20.0), 32100),
+            r"tokens must be a 1-D integer tensor of ids; got a float32 tensor of shape \(20,\)",
+        ),
+        (
+            lambda: span_corruption(torch.ones(5, dtype=torch.bool), 32100),
+            r"tokens must be .*; got a bool tensor",
+        ),
+        # a vocabulary with no room for the 100 sentinels: the message names vocab_size
+        (
+            lambda: span_corruption(torch.arange(3, 40), 100),
+            r"vocab_size must exceed num_sentinels=100 .*got vocab_size=100",
+        ),
+        (
+            lambda: span_corruption(torch.arange(3, 40), 50),
+            r"vocab_size must exceed num_sentinels=100 .*got vocab_size=50",
+        ),
+        # room for the sentinels but not for these ids: both readings are named
+        (
+            lambda: span_corruption(torch.arange(3, 40), 120),
+            r"tokens must not contain sentinel ids: ids below vocab_size - num_sentinels = 20 "
+            r".*got max 39.*"
+            r"vocab_size=120",
+        ),
+        (
+            lambda: span_corruption(torch.arange(3, 40), 32100.0),
+            r"vocab_size must be an int >= 1; got float 32100.0",
+        ),
+        (
+            lambda: span_corruption(torch.arange(3, 40), 32100, eos_token_id=40000),
+            r"eos_token_id must be in \[0, vocab_size=32100\); got 40000",
+        ),
+        (
+            lambda: noise_span_to_unique_sentinel(torch.arange(5), torch.ones(5), 100),
+            r"noise_mask must be a bool tensor .*got a float32 tensor of shape \(5,\)",
+        ),
+        (  # no num_sentinels check asked for, but the sentinel ids would go negative
+            lambda: noise_span_to_unique_sentinel(
+                torch.zeros(6, dtype=torch.long), torch.tensor([0, 1, 0, 1, 0, 1]).bool(), 2
+            ),
+            r"vocab_size must be >= the number of noise spans \(3\)",
+        ),
+    ],
+)
+def test_bad_arguments_name_their_cause(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

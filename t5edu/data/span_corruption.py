@@ -101,14 +101,54 @@ def random_spans_noise_mask(
     return (span_num % 2 == 1)[:orig_length]  # odd spans are noise
 
 
+def _describe(x) -> str:
+    """What was received, for error messages: dtype and shape of a tensor, else the type."""
+    if isinstance(x, torch.Tensor):
+        return f"a {str(x.dtype).removeprefix('torch.')} tensor of shape {tuple(x.shape)}"
+    return f"{type(x).__name__} {x!r}" if isinstance(x, int | float) else type(x).__name__
+
+
+def _check_token_tensor(tokens) -> None:
+    is_ids = (
+        isinstance(tokens, torch.Tensor)
+        and tokens.dim() == 1
+        and not (tokens.dtype.is_floating_point or tokens.dtype.is_complex)
+        and tokens.dtype != torch.bool
+    )
+    if not is_ids:
+        raise ValueError(f"tokens must be a 1-D integer tensor of ids; got {_describe(tokens)}")
+
+
+def _check_vocab_size(vocab_size, num_sentinels) -> None:
+    """The sentinels are the top `num_sentinels` ids, so the vocabulary must hold them and more."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+        raise ValueError(f"vocab_size must be an int >= 1; got {_describe(vocab_size)}")
+    if num_sentinels is None:
+        return
+    if isinstance(num_sentinels, bool) or not isinstance(num_sentinels, int) or num_sentinels < 1:
+        raise ValueError(
+            f"num_sentinels must be an int >= 1 or None; got {_describe(num_sentinels)}"
+        )
+    if vocab_size <= num_sentinels:
+        raise ValueError(
+            f"vocab_size must exceed num_sentinels={num_sentinels} (the sentinels are the top "
+            f"{num_sentinels} ids, and ordinary tokens need ids below them); got "
+            f"vocab_size={vocab_size}. Pass the tokenizer's full size, sentinels included "
+            f"(e.g. 32100 for T5's)"
+        )
+
+
 def _check_tokens(tokens, noise_mask, vocab_size, num_sentinels) -> None:
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1 or tokens.is_floating_point():
-        got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-        raise ValueError(f"tokens must be a 1-D integer tensor; got {got}")
-    if noise_mask.dtype != torch.bool or noise_mask.shape != tokens.shape:
+    _check_token_tensor(tokens)
+    _check_vocab_size(vocab_size, num_sentinels)
+    if (
+        not isinstance(noise_mask, torch.Tensor)
+        or noise_mask.dtype != torch.bool
+        or noise_mask.shape != tokens.shape
+    ):
         raise ValueError(
             f"noise_mask must be a bool tensor of tokens' shape {tuple(tokens.shape)}; got "
-            f"shape {tuple(noise_mask.shape)} and dtype {noise_mask.dtype}"
+            f"{_describe(noise_mask)}"
         )
     if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
         raise ValueError(
@@ -116,10 +156,14 @@ def _check_tokens(tokens, noise_mask, vocab_size, num_sentinels) -> None:
             f"max {int(tokens.max())}"
         )
     if num_sentinels is not None and tokens.numel():
-        if int(tokens.max()) >= vocab_size - num_sentinels:
+        first_sentinel = vocab_size - num_sentinels
+        if int(tokens.max()) >= first_sentinel:
             raise ValueError(
-                f"tokens must not contain sentinel ids (>= vocab_size - num_sentinels = "
-                f"{vocab_size - num_sentinels}); got max {int(tokens.max())}"
+                f"tokens must not contain sentinel ids: ids below vocab_size - num_sentinels = "
+                f"{first_sentinel} (ids {first_sentinel}..{vocab_size - 1} are the "
+                f"{num_sentinels} sentinels); got max "
+                f"{int(tokens.max())}. Is vocab_size={vocab_size} the tokenizer's full size, "
+                f"sentinels included?"
             )
 
 
@@ -146,8 +190,9 @@ def noise_span_to_unique_sentinel(
         int `(T - noise + S,)` with the dtype of `tokens`, S the number of noise runs.
 
     Raises:
-        ValueError: on shapes or dtypes other than above, ids outside `[0, vocab_size)`, or too
-            many runs for `num_sentinels`.
+        ValueError: on shapes or dtypes other than above, `vocab_size` <= `num_sentinels`, ids
+            outside `[0, vocab_size)` or among the sentinels, or too many runs for
+            `num_sentinels` (or for `vocab_size`, when `num_sentinels` is None).
     """
     _check_tokens(tokens, noise_mask, vocab_size, num_sentinels)
     prev_is_noise = torch.cat([noise_mask.new_zeros(1), noise_mask[:-1]])  # (T,)
@@ -158,6 +203,11 @@ def noise_span_to_unique_sentinel(
         raise ValueError(
             f"noise_mask has {num_runs} spans but only num_sentinels={num_sentinels} exist; use "
             f"shorter sequences or fewer spans"
+        )
+    if num_runs > vocab_size:  # sentinel ids would go negative
+        raise ValueError(
+            f"vocab_size must be >= the number of noise spans ({num_runs}), one sentinel id "
+            f"each; got vocab_size={vocab_size}"
         )
     sentinel = vocab_size - torch.cumsum(first_noise.long(), 0)  # (T,) the run's sentinel id
     out = torch.where(first_noise, sentinel.to(tokens.dtype), tokens)
@@ -196,10 +246,22 @@ def random_spans_helper(
     eos. Returns `(tokens_length, targets_length)`: the longest raw sequence whose corrupted
     inputs fit in `inputs_length`, and the length of its targets.
 
-    One deliberate difference: T5's helper counts in float64 without the mask's clamps (at least
-    one noise span), so for short inputs (below ~20 tokens, where the span count rounds to 0)
-    its lengths are one off what its own mask yields. Here the counts are the mask's, so the
-    inputs always come out exactly `inputs_length` long; for 512 both give (568, 114).
+    How it relates to T5's own `random_spans_helper`: that helper counts in float64 and without
+    the mask's clamps, while T5's `random_spans_noise_mask` counts in float32 and clamps (at
+    least one noise token and one noise span). Here the counts are the mask's, so the lengths
+    returned are the ones T5's mask actually produces, and the inputs always come out exactly
+    `inputs_length` long. The two agree except (at the default densities, inputs_length in
+    2..1100) in two cases:
+
+    - where `tokens_length * noise_density` is a half-integer: 0.15 is a little above 0.15 in
+      float32 and a little below it in float64, so the noise count rounds up in the mask and
+      down in T5's helper. For inputs_length=172 (190 raw tokens, 190 * 0.15 = 28.5) T5's
+      helper says (190, 38), but its mask drops 29 tokens in 10 spans, 40 target tokens; this
+      function returns (190, 40). Likewise 316, 352, 604, 640, 676, 712, 748;
+    - below 10 tokens, where the clamps apply (for 8, T5's helper says 8 raw tokens with 0
+      spans; its mask makes a span, so 7 raw tokens fit).
+
+    For 512 both give (568, 114).
 
     Raises:
         ValueError: if `inputs_length` < 2 or the densities are out of range.
@@ -270,11 +332,21 @@ def span_corruption(
     gives inputs of exactly `n` tokens.
 
     Raises:
-        ValueError: as `random_spans_noise_mask` and `noise_span_to_unique_sentinel`.
+        ValueError: naming the argument, what was received and what is expected: `tokens` not
+            a 1-D integer tensor (a float tensor, say), `vocab_size` not above `num_sentinels`
+            (a vocabulary without room for the sentinels) or below the token ids,
+            `eos_token_id` outside the vocabulary, and as `random_spans_noise_mask` and
+            `noise_span_to_unique_sentinel`.
     """
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1:
-        got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-        raise ValueError(f"tokens must be a 1-D integer tensor; got {got}")
+    # Checked before the mask is drawn, so a bad call fails on its cause, not a later symptom.
+    _check_token_tensor(tokens)
+    _check_vocab_size(vocab_size, num_sentinels)
+    if isinstance(eos_token_id, bool) or not isinstance(eos_token_id, int):
+        raise ValueError(f"eos_token_id must be an int; got {_describe(eos_token_id)}")
+    if not 0 <= eos_token_id < vocab_size:
+        raise ValueError(
+            f"eos_token_id must be in [0, vocab_size={vocab_size}); got {eos_token_id}"
+        )
     mask = random_spans_noise_mask(
         tokens.numel(), noise_density, mean_noise_span_length, generator=generator
     )

@@ -250,8 +250,8 @@ def random_spans_helper(
     the mask's clamps, while T5's `random_spans_noise_mask` counts in float32 and clamps (at
     least one noise token and one noise span). Here the counts are the mask's, so the lengths
     returned are the ones T5's mask actually produces, and the inputs always come out exactly
-    `inputs_length` long. The two agree except (at the default densities, inputs_length in
-    2..1100) in two cases:
+    `inputs_length` long. At the defaults (0.15, 3.0) and inputs_length 2..1100 they differ
+    in exactly these cases (checked by enumeration):
 
     - where `tokens_length * noise_density` is a half-integer: 0.15 is a little above 0.15 in
       float32 and a little below it in float64, so the noise count rounds up in the mask and

@@ -146,26 +146,155 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from err
 
 
-def _checkpoint_state_dict(directory: Path) -> dict:
-    """All tensors of model.safetensors (sharded or not), else pytorch_model.bin."""
-    from safetensors.torch import load_file
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
-    for name, loader in (
-        ("model.safetensors", load_file),
-        ("pytorch_model.bin", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
-    ):
+
+def _weight_files(directory: Path) -> list[Path]:
+    """The weight file(s) of a checkpoint directory: model.safetensors (or its shards), else
+    pytorch_model.bin (or its shards). Shard names must be plain file names in `directory`."""
+    for name in WEIGHT_FILES:
         if (directory / name).is_file():
-            return _read(loader, directory / name)
+            return [directory / name]
         index = directory / f"{name}.index.json"
         if index.is_file():
-            shards = sorted(set(_read_json(index)["weight_map"].values()))
-            out = {}
+            weight_map = _read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise ValueError(f"{str(index)!r}: weight_map must be an object")
+            shards = sorted(set(weight_map.values()), key=str)
             for shard in shards:
-                out.update(_read(loader, directory / shard))
-            return out
+                # A name such as "../x" or "/etc/y" would read a file outside the checkpoint.
+                if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".."):
+                    raise ValueError(
+                        f"{str(index)!r}: shard {shard!r} is not a file name inside {directory}"
+                    )
+            return [directory / shard for shard in shards]
     raise ValueError(
         f"path_or_name: {directory} has no model.safetensors or pytorch_model.bin (or index)"
     )
+
+
+def _load_weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    if path.suffix == ".safetensors":
+        return _read(load_file, path)
+    return _read(lambda f: torch.load(f, map_location="cpu", weights_only=True), path)
+
+
+def _checkpoint_state_dict(directory: Path) -> dict:
+    """All tensors of model.safetensors (sharded or not), else pytorch_model.bin."""
+    out = {}
+    for path in _weight_files(directory):
+        out.update(_load_weights(path))
+    return out
+
+
+def _weight_shapes(directory: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """`{key: (shape, file name)}` of every stored tensor, read from the safetensors headers
+    (no tensor data is read); a pytorch_model.bin is memory-mapped instead."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for path in _weight_files(directory):
+        if path.suffix == ".safetensors":
+
+            def read(f, path=path):
+                with safe_open(str(f), framework="pt") as st:
+                    return {k: tuple(st.get_slice(k).get_shape()) for k in st.keys()}  # noqa: SIM118
+
+            found = _read(read, path)
+        else:
+            found = {
+                k: tuple(v.shape)
+                for k, v in _read(
+                    lambda f: torch.load(f, map_location="cpu", weights_only=True, mmap=True), path
+                ).items()
+            }
+        shapes.update({k: (shape, path.name) for k, shape in found.items()})
+    return shapes
+
+
+# config.json fields that size the model: checked for type and against the weights before the
+# model is built (a wrong value could otherwise ask for terabytes, or hours of construction).
+_SIZE_FIELDS = (
+    "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers", "num_heads",
+    "relative_attention_num_buckets", "relative_attention_max_distance",
+)  # fmt: skip
+_BOOL_FIELDS = ("tie_word_embeddings", "scale_decoder_outputs", "is_encoder_decoder")
+
+
+def check_config_json(raw, config_path: Path, shapes: dict) -> None:
+    """Raise ValueError naming `config_path` and the field if config.json has a value of the
+    wrong type or range, or one that disagrees with the stored weights' shapes.
+
+    `shapes`: `_weight_shapes`'s `{key: (shape, file name)}`. Checked (when the key exists):
+    the embedding is (vocab_size, d_model), the first query projection (num_heads * d_kv,
+    d_model), the first feed-forward input (d_ff, d_model), the position bias
+    (relative_attention_num_buckets, num_heads), and the block counts are num_layers and
+    num_decoder_layers.
+    """
+    where = str(config_path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a JSON object; got a {type(raw).__name__}")
+
+    def bad(name, expected):
+        raise ValueError(f"{where}: {name} must be {expected}; got {raw[name]!r}")
+
+    for name in _SIZE_FIELDS:
+        value = raw.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            bad(name, "an integer >= 1")
+    for name in _BOOL_FIELDS:  # "false" in quotes would read as true
+        if raw.get(name) is not None and not isinstance(raw[name], bool):
+            bad(name, "true or false")
+
+    def number(value):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    dropout, eps = raw.get("dropout_rate"), raw.get("layer_norm_epsilon")
+    if dropout is not None and not (number(dropout) and 0 <= dropout < 1):
+        bad("dropout_rate", "a number in [0, 1)")
+    if eps is not None and not (number(eps) and 0 < eps < 1):
+        bad("layer_norm_epsilon", "a number in (0, 1)")
+    if raw.get("feed_forward_proj") is not None and not isinstance(raw["feed_forward_proj"], str):
+        bad("feed_forward_proj", "a string such as 'relu' or 'gated-gelu'")
+
+    def expect(key, dims):  # dims: [(field or product label, expected size), ...]
+        if key not in shapes:
+            return
+        shape, file = shapes[key]
+        for axis, (label, size) in enumerate(dims):
+            if size is not None and (len(shape) != len(dims) or shape[axis] != size):
+                raise ValueError(
+                    f"{where}: {label} is {size}, but {file} stores {key} with shape "
+                    f"{shape}: the config does not describe these weights"
+                )
+
+    d_model, heads, d_kv = raw.get("d_model"), raw.get("num_heads"), raw.get("d_kv")
+    embedding = next((k for k in EMBEDDING_ALIASES if k in shapes), None)
+    if embedding:
+        expect(embedding, [("vocab_size", raw.get("vocab_size")), ("d_model", d_model)])
+    inner = heads * d_kv if heads and d_kv else None
+    expect("encoder.block.0.layer.0.SelfAttention.q.weight",
+           [("num_heads x d_kv", inner), ("d_model", d_model)])  # fmt: skip
+    for wi in ("wi", "wi_0"):
+        expect(f"encoder.block.0.layer.1.DenseReluDense.{wi}.weight",
+               [("d_ff", raw.get("d_ff")), ("d_model", d_model)])  # fmt: skip
+    expect("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+           [("relative_attention_num_buckets", raw.get("relative_attention_num_buckets")),
+            ("num_heads", heads)])  # fmt: skip
+    for stack, field in (("encoder", "num_layers"), ("decoder", "num_decoder_layers")):
+        field = field if raw.get(field) is not None else "num_layers"
+        want = raw.get(field)
+        blocks = {int(k.split(".")[2]) for k in shapes if k.startswith(f"{stack}.block.")}
+        if want is not None and blocks and len(blocks) != want:
+            file = next(f for k, (_, f) in shapes.items() if k.startswith(f"{stack}.block."))
+            raise ValueError(
+                f"{where}: {field} is {raw.get(field)!r}, but {file} stores {len(blocks)} "
+                f"{stack} blocks"
+            )
 
 
 def _download(name: str) -> Path:
@@ -212,6 +341,9 @@ def from_pretrained(
     if not (directory / "config.json").is_file():
         raise ValueError(f"path_or_name: {str(directory)!r} has no config.json")
     raw = _read_json(directory / "config.json")
+    # Before anything is built: a bad config.json must fail here, naming its field, not as an
+    # allocation of d_model=1e9 or minutes of constructing num_layers=1e6 blocks.
+    check_config_json(raw, directory / "config.json", _weight_shapes(directory))
     sd = _checkpoint_state_dict(directory)
     shared = next((sd[k] for k in EMBEDDING_ALIASES if k in sd), None)
     tie_flag = raw.get("tie_word_embeddings", True)

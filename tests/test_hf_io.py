@@ -172,3 +172,54 @@ def test_dtype_and_overrides(tmp_path):
     )
     assert model.dtype == torch.bfloat16 and model.config.dropout_rate == 0.0
     assert model.config.attention_backend == "sdpa"
+
+
+# ---------------------------------------------------------------- config.json checked first (#15)
+def _with_config(tmp_path, **changes):
+    _saved(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        # once: "can't allocate 256000000000 bytes"; and 222 s to 5.3 GB, then MemoryError
+        ({"d_model": 10**9}, r"d_model is 1000000000, but model.safetensors stores shared"),
+        ({"num_layers": 10**6}, r"num_layers is 1000000, but model.safetensors stores 2 encoder"),
+        ({"vocab_size": 7}, r"vocab_size is 7, but model.safetensors stores shared.weight"),
+        ({"d_kv": 3}, r"num_heads x d_kv is 12, but model.safetensors stores .*q.weight"),
+        ({"d_model": 1e3}, r"d_model must be an integer >= 1; got 1000.0"),
+        ({"dropout_rate": "0.1"}, r"dropout_rate must be a number in \[0, 1\); got '0.1'"),
+        ({"tie_word_embeddings": "false"}, r"tie_word_embeddings must be true or false; got 'f"),
+        ({"layer_norm_epsilon": -1}, r"layer_norm_epsilon must be a number in \(0, 1\)"),
+    ],
+)
+def test_config_json_is_checked_against_the_weights_before_building(tmp_path, changes, message):
+    import time
+
+    path = _with_config(tmp_path, **changes)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=message) as err:
+        from_pretrained(tmp_path)
+    assert str(err.value).startswith(f"{path}: ")  # names the file, then the field
+    assert time.perf_counter() - t0 < 5  # refused from the headers: nothing was built
+
+
+def test_config_json_must_be_an_object(tmp_path):
+    _saved(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"config.json: expected a JSON object; got a list"):
+        from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/hostname", "sub/x.safetensors"])
+def test_shard_names_must_stay_in_the_checkpoint_directory(tmp_path, shard):
+    sd = _saved(tmp_path / "ckpt")
+    save_file(sd, tmp_path / "outside.safetensors")  # a loadable file one level up
+    (tmp_path / "ckpt" / "model.safetensors").unlink()
+    index = {"weight_map": dict.fromkeys(sd, shard)}
+    (tmp_path / "ckpt" / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="is not a file name inside"):
+        from_pretrained(tmp_path / "ckpt")

@@ -70,3 +70,12 @@ def test_cell_sources_hold_no_control_characters(stem):
             for m in CONTROL.finditer(source)
         ]
         assert not found, f"{stem} cell {i} ({cell['cell_type']}): control characters: {found}"
+
+
+@pytest.mark.parametrize("stem", IN_BOOK)
+def test_chapters_are_cited_by_number(stem):
+    # {ref} to a chapter label renders the chapter's title ("chapter Tokenizer and data's");
+    # {numref}`chapter %s <ch-...>` renders its number, as the book writes it everywhere.
+    for i, cell in enumerate(load(stem)["cells"]):
+        found = re.findall(r"\{ref\}`[^`]*ch-[^`]*`", "".join(cell["source"]))
+        assert not found, f"{stem} cell {i}: use {{numref}}`chapter %s <label>` for {found}"

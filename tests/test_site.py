@@ -4,6 +4,8 @@ For every page: no console errors or uncaught exceptions from the site's own fil
 decodes with a non-zero size, every internal link leads to an existing file and its #anchor to
 an element of that page, and each chapter links to its own notebook in Colab (badge and launch
 button). A full-page screenshot of each page lands in `_build/screenshots/` for a human to read.
+Chapters whose cells display Markdown tables (IPython.display.Markdown) must show them as
+<table> elements, not as the raw pipe text myst-nb produces without `nb_render_markdown_format`.
 
 The browser is the system's Chromium (`apt-get install chromium`), driven by the `playwright`
 package from PyPI; Playwright's own browser download is never used. There is no internet in CI,
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import re
 import threading
@@ -256,3 +259,45 @@ def _check_link(link: dict, page_path: str, base_url: str) -> list[str]:
         where = target.relative_to(SITE).as_posix()
         return [f"{label} on {page_path}: no element with id {fragment!r} on {where}"]
     return []
+
+
+# A Markdown table's delimiter row: | --- | :-: | ... (what the tables' Markdown holds).
+_DELIMITER_ROW = re.compile(r"^\|(?:\s*:?-+:?\s*\|)+\s*$", re.M)
+# The same row once rendered as text: Sphinx's smartquotes turn "---" into dashes.
+_RAW_DELIMITER_ROW = re.compile(r"^(?:<p>)?\|(?:\s*:?[-\u2013\u2014]+:?\s*\|)+\s*$", re.M)
+_PRE = re.compile(r"<pre\b.*?</pre>", re.S)  # printed text (stream outputs) may hold pipes
+
+
+def _markdown_tables(notebook: Path) -> int:
+    """Tables in a notebook's Markdown cells and in the text/markdown its cells display."""
+    count = 0
+    for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] == "markdown":
+            count += len(_DELIMITER_ROW.findall("".join(cell["source"])))
+        for output in cell.get("outputs", []):
+            text = output.get("data", {}).get("text/markdown")
+            if text:
+                count += len(_DELIMITER_ROW.findall("".join(text)))
+    return count
+
+
+@pytest.mark.parametrize("chapter", ["03_t5_architecture", "12_benchmarks"])
+def test_displayed_tables_render(chapter):
+    """Chapter 3's preset table and chapter 12's results tables are displayed Markdown: each
+    must become a <table>, and no pipe-table text may be left outside printed (<pre>) output."""
+    page = SITE / "chapters" / f"{chapter}.html"
+    if not page.is_file():
+        _unavailable(
+            f"the book is not built: {page} is missing; build it with `jupyter-book build .`"
+        )
+    html = page.read_text(encoding="utf-8")
+    expected = _markdown_tables(ROOT / "chapters" / f"{chapter}.ipynb")
+    assert expected > 0, f"chapters/{chapter}.ipynb displays no Markdown table: update this test"
+    found = len(re.findall(r"<table\b", html))
+    raw = _RAW_DELIMITER_ROW.findall(_PRE.sub("", html))
+    assert not raw and found >= expected, (
+        f"{page.relative_to(SITE)}: {found} <table> for the notebook's {expected} Markdown tables, "
+        f"and {len(raw)} left as raw pipe text (first: {raw[:1]}); displayed Markdown needs "
+        "`nb_render_markdown_format: myst` (_config.yml), and a '|' inside a cell must be escaped "
+        "as '\\|' or the row has more columns than the header"
+    )

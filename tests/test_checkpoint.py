@@ -7,6 +7,8 @@ References: an uninterrupted run (resume must reproduce its losses exactly) and 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,15 +19,20 @@ from t5edu.data import collate
 from t5edu.t5_model import T5ForConditionalGeneration
 from t5edu.train import (
     CheckpointError,
+    MetricsLogger,
     TrainConfig,
     Trainer,
     load_model_weights,
+    metrics_log,
+    read_metrics,
     resolve_checkpoint,
     save_checkpoint,
     verify_checkpoint,
 )
 from t5edu.train import checkpoint as ckpt_module
+from t5edu.train.run_dir import RunDirBusy
 from t5edu.train.toy import reverse_task
+from t5edu.train.trainer import NonFiniteError
 
 VOCAB = 64
 DATA = reverse_task(48, VOCAB)
@@ -200,3 +207,136 @@ def test_nothing_to_resume(tmp_path):
 def test_save_checkpoint_errors(tmp_path):
     with pytest.raises(ValueError, match="keep >= 1"):
         save_checkpoint(tmp_path, 1, tiny_t5(), {}, keep=0)
+
+
+# --------------------------------------------------------------------------- issue 15
+def test_stray_folders_do_not_break_saves_and_are_left_alone(tmp_path):
+    save_checkpoint(tmp_path, 1, tiny_t5(), {})
+    stray = tmp_path / "step-000003.bak"  # a user's copy: once crashed every later save
+    stray.mkdir()
+    (tmp_path / "step-notes").mkdir()
+    for step in (2, 4, 5):
+        save_checkpoint(tmp_path, step, tiny_t5(), {}, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == [
+        "step-000003.bak", "step-000004", "step-000005", "step-notes",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("pointer", ["../other/step-000001", "/tmp", "step-000001/..", "x"])
+def test_latest_must_name_a_checkpoint_in_its_directory(tmp_path, pointer):
+    save_checkpoint(tmp_path / "other", 1, tiny_t5(), {})
+    save_checkpoint(tmp_path / "run", 1, tiny_t5(), {})
+    (tmp_path / "run" / "latest").write_text(pointer + "\n")
+    with pytest.raises(CheckpointError, match="must name a step-NNNNNN directory next to it"):
+        resolve_checkpoint(tmp_path / "run")
+
+
+def _hold_lock(directory):
+    """Another process holding `directory`'s run lock (plain fcntl: no torch import)."""
+    code = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'4242'); print('held', flush=True); "
+        "time.sleep(120)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(directory / ".lock")],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_leftover_tmp_files_are_cleaned_only_under_the_lock(tmp_path):
+    save_checkpoint(tmp_path, 1, tiny_t5(), {})
+    leftovers = [tmp_path / ".tmp-step-000002-999", tmp_path / ".latest.tmp-999"]
+    leftovers[0].mkdir()
+    leftovers[1].write_text("step-000002\n")  # was never cleaned: its name is .latest.tmp-*
+    other = _hold_lock(tmp_path)  # e.g. a second trainer that is saving right now
+    try:
+        with pytest.raises(RunDirBusy, match=rf"{tmp_path} is in use by another trainer"):
+            save_checkpoint(tmp_path, 2, tiny_t5(), {})
+        assert all(p.exists() for p in leftovers)  # its save in progress is not deleted
+    finally:
+        other.kill()
+        other.wait()
+    save_checkpoint(tmp_path, 2, tiny_t5(), {})  # the killed holder released the lock
+    assert not any(p.exists() for p in leftovers)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".lock"]
+
+
+def test_second_trainer_on_a_run_directory_is_refused(tmp_path):
+    other = _hold_lock(tmp_path)
+    try:
+        with pytest.raises(RunDirBusy, match=r"in use by another trainer \(pid 4242\)"):
+            make_trainer(tmp_path).train()
+        assert not (tmp_path / "metrics.jsonl").exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_first_record_after_resume_averages_the_full_window(tmp_path):
+    """log_every 4, checkpoint at step 3: the step-4 record must average steps 1-4 (it used to
+    average step 4 alone)."""
+    kw = dict(steps=8, log_every=4)
+    full = make_trainer(tmp_path / "full", save_every=0, **kw)
+    full.train()
+    part = make_trainer(tmp_path / "part", **kw)  # saves at step 3 (save_every=3)
+    real_step = part.train_step
+
+    def killed_after_step_3():
+        if part.step == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real_step()
+
+    part.train_step = killed_after_step_3
+    with pytest.raises(KeyboardInterrupt):
+        part.train()
+    resumed = make_trainer(tmp_path / "part", tiny_t5(seed=1), **kw)
+    resumed.train(resume=tmp_path / "part" / "checkpoints")
+
+    def records(path):
+        drop = ("tokens_per_s",)  # wall-clock
+        rows = read_metrics(path / "metrics.jsonl", "train")
+        return [{k: v for k, v in r.items() if k not in drop} for r in rows if r["step"] > 3]
+
+    assert records(tmp_path / "part") == records(tmp_path / "full")
+    assert [r["step"] for r in records(tmp_path / "full")] == [4, 8]
+
+
+def test_nan_weights_are_never_saved(tmp_path):
+    t = make_trainer(tmp_path, steps=2, save_every=1, warmup_steps=1)
+    t.train()
+    with torch.no_grad():
+        t.model.lm_head.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="parameter lm_head.weight holds NaN/inf; not saved"):
+        t.save()
+    assert resolve_checkpoint(tmp_path / "checkpoints").name == "step-000002"
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert kept == ["step-000001", "step-000002"]  # the rotation pushed out nothing
+
+
+def test_metrics_resume_rewrite_is_atomic(tmp_path, monkeypatch):
+    """A kill during the resume-time rewrite once left metrics.jsonl empty (3 of 3 tries)."""
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"kind": "train", "step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3)]
+    path.write_text("".join(lines))
+
+    def killed(*args):
+        raise KeyboardInterrupt("simulated kill before the rename")
+
+    monkeypatch.setattr(metrics_log.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        MetricsLogger(path, resume_step=2)
+    assert path.read_text() == "".join(lines)  # the old file is whole
+    monkeypatch.undo()
+    MetricsLogger(path, resume_step=2)
+    assert [r["step"] for r in read_metrics(path)] == [1, 2]
+
+
+def test_read_metrics_drops_a_torn_last_line_with_a_warning(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"ste')
+    with pytest.warns(UserWarning, match="dropped a torn last line"):
+        assert read_metrics(path) == [{"step": 1}, {"step": 2}]
+    path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
+    with pytest.raises(ValueError, match="line 2 is not JSON"):  # damage, not a crash: refuse
+        read_metrics(path)

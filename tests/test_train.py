@@ -38,6 +38,7 @@ from t5edu.train import (
     saved_activation_bytes,
 )
 from t5edu.train.toy import decode_ids, reverse_task
+from t5edu.train.trainer import NonFiniteError
 
 VOCAB = 64
 
@@ -411,7 +412,18 @@ def test_sampler_epochs_and_state():
         ({"batch_size": 8, "micro_batch_size": 3}, "multiple of micro_batch_size=3"),
         ({"strategy": "ddp"}, "torchrun"),
         ({"precision": "fp8"}, "precision must be one of"),
-        ({"steps": 0}, "steps must be >= 1"),
+        ({"steps": 0}, "steps must be an integer >= 1; got 0"),
+        # Each of these used to be accepted and fail late (or never): issue 15.
+        ({"lr": float("nan")}, "lr must be a finite number > 0; got nan"),
+        ({"lr": float("inf")}, "lr must be a finite number > 0; got inf"),
+        ({"lr": 0.0}, "lr must be a finite number > 0; got 0.0"),
+        ({"keep_checkpoints": 0}, "keep_checkpoints must be an integer >= 1; got 0"),
+        ({"log_every": 0}, "log_every must be an integer >= 1; got 0"),
+        ({"save_every": -1}, "save_every must be an integer >= 0; got -1"),
+        ({"eval_every": -2}, "eval_every must be an integer >= 0; got -2"),
+        ({"grad_clip": -1.0}, "grad_clip must be a finite number >= 0; got -1.0"),
+        ({"min_lr_ratio": 2.0}, "min_lr_ratio must be a finite number >= 0 and <= 1; got 2.0"),
+        ({"out_dir": ""}, "out_dir must be a directory, or None to write nothing; got ''"),
     ],
 )
 def test_bad_config(overrides, match):
@@ -516,3 +528,67 @@ def test_cli_short_run_with_default_warmup_and_no_evaluation(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "trained 3 steps" in out and "no evaluation (--eval-every 0)" in out
+
+
+# --------------------------------------------------------------------------- NaN/inf (issue 15, 17)
+def _overflow_while(t, flag):
+    """Make every gradient of `t`'s model inf while `flag["on"]` (an fp16 overflow)."""
+    for p in t.model.parameters():
+        p.register_hook(lambda g: torch.full_like(g, math.inf) if flag["on"] else g)
+
+
+def test_fp16_overflow_streak_keeps_a_loss_scale_floor():
+    """GradScaler has no floor: after ~144 overflows in a row 1/scale overflows, after ~166
+    the scale is 0, "skipped" (the scale went down) is never true again and the next clean
+    step turns every weight into NaN. The floor keeps the scale >= 1 and skips are counted."""
+    t = trainer(tiny_t5(), steps=400, precision="fp16", max_consecutive_skips=1000, warmup_steps=0)
+    flag = {"on": True}
+    _overflow_while(t, flag)
+    before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+    for i in range(170):
+        out = t.train_step()
+        assert out.skipped, f"overflow {i + 1} not reported as skipped"
+        assert t.scaler.get_scale() >= 1.0
+    assert t.consecutive_skips == 170
+    assert all(torch.equal(p, before[n]) for n, p in t.model.named_parameters())
+    assert t.scheduler.last_epoch == 0  # the schedule waits for real updates
+    flag["on"] = False
+    out = t.train_step()
+    assert not out.skipped and math.isfinite(out.loss) and t.consecutive_skips == 0
+    assert all(p.isfinite().all() for p in t.model.parameters())
+    assert any(not torch.equal(p, before[n]) for n, p in t.model.named_parameters())
+
+
+def test_fp16_consecutive_skips_are_bounded(tmp_path):
+    t = trainer(tiny_t5(), steps=100, precision="fp16", out_dir=str(tmp_path), save_every=1,
+                max_consecutive_skips=20)  # fmt: skip
+    flag = {"on": False}
+    _overflow_while(t, flag)
+    real_step = t.train_step
+
+    def overflow_from_step_3():
+        flag["on"] = t.step >= 2
+        return real_step()
+
+    t.train_step = overflow_from_step_3
+    with pytest.raises(NonFiniteError, match="20 fp16 steps in a row overflowed"):
+        t.train()
+    assert t.step == 21  # steps 3..21 skipped (19), the 20th skip stops the run
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step-000021"
+    state = torch.load(tmp_path / "checkpoints" / "step-000021" / "trainer_state.pt",
+                       weights_only=True)  # fmt: skip
+    assert state["consecutive_skips"] == 19
+
+
+def test_non_finite_loss_stops_before_the_update():
+    """fp32: a NaN gradient must stop the run with the weights of the last good step."""
+    t = trainer(tiny_t5(), steps=4)
+    flag = {"on": False}
+    for p in t.model.parameters():
+        p.register_hook(lambda g: torch.full_like(g, math.nan) if flag["on"] else g)
+    t.train_step()
+    before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+    flag["on"] = True
+    with pytest.raises(NonFiniteError, match=r"loss .*gradient norm nan at lr 0.01: not finite"):
+        t.train_step()
+    assert all(torch.equal(p, before[n]) for n, p in t.model.named_parameters())

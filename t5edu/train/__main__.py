@@ -13,6 +13,8 @@ Chapter 11 explains every option; chapter 13 the distributed ones.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import functools
 import math
 import sys
@@ -24,8 +26,9 @@ import torch
 from t5edu.data import collate
 from t5edu.train.distributed import STRATEGIES, cleanup, init_distributed
 from t5edu.train.optim import OPTIMIZERS
+from t5edu.train.run_dir import check_fresh_run, check_writable, run_dir_lock
 from t5edu.train.schedules import SCHEDULES
-from t5edu.train.trainer import PRECISIONS, TrainConfig, Trainer
+from t5edu.train.trainer import PRECISIONS, ConfigError, NonFiniteError, TrainConfig, Trainer
 
 DEFAULTS = TrainConfig(steps=1200, batch_size=16, warmup_steps=50, eval_every=200, log_every=10)
 
@@ -54,9 +57,31 @@ def _device(text: str) -> str:
     return text
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (exit 2), without the long usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _at_least(low: int):
+    """An argparse type: an integer >= `low` (argparse names the flag in its message)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m t5edu.train",
         description="Train a T5 from scratch on text from the Python standard library "
         "(span corruption + summarize + name tasks). Defaults: the 'tiny' preset on the CPU "
@@ -71,13 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="stdlib",
         help="stdlib: the book's corpus; toy: reverse random ids (smoke test)",
     )
-    g.add_argument("--vocab-size", type=int, default=4096, help="SentencePiece vocabulary")
-    g.add_argument("--inputs-length", type=int, default=128, help="encoder tokens per example")
-    g.add_argument("--targets-length", type=int, default=32, help="decoder tokens per example")
-    g.add_argument("--val-examples", type=int, default=64, help="validation examples per task")
+    g.add_argument("--vocab-size", type=_at_least(8), default=4096, help="SentencePiece vocabulary")
+    g.add_argument(
+        "--inputs-length", type=_at_least(1), default=128, help="encoder tokens per example"
+    )
+    g.add_argument(
+        "--targets-length", type=_at_least(1), default=32, help="decoder tokens per example"
+    )
+    g.add_argument(
+        "--val-examples", type=_at_least(1), default=64, help="validation examples per task"
+    )
     g.add_argument(
         "--gen-examples",
-        type=int,
+        type=_at_least(0),
         default=32,
         help="examples per task scored by exact match / ROUGE-L (0 = none)",
     )
@@ -148,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--strategy", choices=STRATEGIES, default="none", help="ddp or fsdp under torchrun"
     )
-    g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
+    g.add_argument(
+        "--threads", type=_at_least(0), default=0, help="CPU threads (0 = torch's default)"
+    )
     g.add_argument("--seed", type=int, default=d.seed, help="weights, data order and dropout")
     g = p.add_argument_group("output")
     g.add_argument("--out-dir", default="runs/t5-tiny", help="checkpoints/ and metrics.jsonl")
@@ -162,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--resume", default=None, help="a checkpoint directory, or 'latest' for --out-dir's newest"
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run already in --out-dir (checkpoints/, metrics.jsonl) and start anew",
     )
     g.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     return p
@@ -238,26 +276,16 @@ def check_transformers_loads(path: Path, model_class) -> str:
     ids = torch.arange(2, 18).view(2, 8) % ours.config.vocab_size
     with torch.no_grad():
         diff = ours(input_ids=ids, labels=ids).logits - hf(input_ids=ids, labels=ids).logits
+    if not diff.isfinite().all():  # NaN logits must never read as a successful check
+        raise RuntimeError(f"{path}: the logits are not finite")
     return (
         "transformers.T5ForConditionalGeneration.from_pretrained loads it "
         f"(max |logit diff| {diff.abs().max().item():.1e})"
     )
 
 
-def build_trainer(args, info) -> tuple[Trainer, object]:
-    """Data, model and trainer from the parsed arguments (ValueError for bad values)."""
-    from t5edu.config import T5Config
-    from t5edu.t5_model import T5ForConditionalGeneration
-    from t5edu.utils import seed_everything
-
-    try:  # before the data is built: a typo should not cost the tokenizer's training time
-        T5Config.get_config(args.preset)
-    except ValueError as e:
-        raise ValueError(f"--preset: {e}") from None
-    data = build_data(args)
-    seed_everything(args.seed)  # the same initial weights on every process
-    overrides = {"vocab_size": data.vocab, "attention_backend": args.attention_backend}
-    model = T5ForConditionalGeneration(T5Config.get_config(args.preset, **overrides))
+def train_config(args) -> TrainConfig:
+    """The `TrainConfig` of the parsed arguments, validated (`ConfigError` names the field)."""
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -283,10 +311,29 @@ def build_trainer(args, info) -> tuple[Trainer, object]:
         save_every=args.save_every,
         keep_checkpoints=args.keep_checkpoints,
         out_dir=args.out_dir,
-        max_input_length=data.inputs_length,
-        max_target_length=data.targets_length,
         max_new_tokens=args.max_new_tokens,
         progress=not args.no_progress,
+    )
+    cfg.validate()  # the world-size part is checked again by the Trainer
+    return cfg
+
+
+def build_trainer(args, info, cfg: TrainConfig) -> tuple[Trainer, object]:
+    """Data, model and trainer from the parsed arguments (ValueError for bad values)."""
+    from t5edu.config import T5Config
+    from t5edu.t5_model import T5ForConditionalGeneration
+    from t5edu.utils import seed_everything
+
+    try:  # before the data is built: a typo should not cost the tokenizer's training time
+        T5Config.get_config(args.preset)
+    except ValueError as e:
+        raise ValueError(f"--preset: {e}") from None
+    data = build_data(args)
+    seed_everything(args.seed)  # the same initial weights on every process
+    overrides = {"vocab_size": data.vocab, "attention_backend": args.attention_backend}
+    model = T5ForConditionalGeneration(T5Config.get_config(args.preset, **overrides))
+    cfg = dataclasses.replace(
+        cfg, max_input_length=data.inputs_length, max_target_length=data.targets_length
     )
     collate_fn = collate
     if args.compile:  # fixed shapes: one compiled graph instead of one per padded length
@@ -309,8 +356,19 @@ def build_trainer(args, info) -> tuple[Trainer, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 a usage error (nothing was done), 1 the run failed (NaN/inf)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Every option is checked before any work: a bad value must not surface after training.
+    try:
+        check_writable(args.out_dir, "--out-dir")
+        cfg = train_config(args)
+    except ConfigError as e:
+        parser.error(f"--{e.field.replace('_', '-')}: {e.expected}; got {e.got!r}")
+    except ValueError as e:
+        parser.error(str(e))
+    if args.resume is not None and args.overwrite:
+        parser.error("--overwrite starts a new run; it cannot be combined with --resume")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.resume not in (None, "latest") and not Path(args.resume).exists():
@@ -318,47 +376,67 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume == "latest" and not (Path(args.out_dir) / "checkpoints").is_dir():
         parser.error(f"--resume latest: no checkpoints/ under --out-dir {args.out_dir!r}")
     info = init_distributed(None if args.device == "auto" else args.device)
+    # Process 0 writes the run directory and holds its lock until it exits (or is killed).
+    lock = run_dir_lock(args.out_dir) if info.is_main else contextlib.nullcontext()
     try:
-        t0 = time.perf_counter()
-        try:
-            trainer, data = build_trainer(args, info)
-        except ValueError as e:  # a bad option value: say which, without a traceback
-            parser.exit(2, f"{parser.prog}: error: {e}\n")
-        held = sum(_local_numel(p) for p in trainer.model.parameters())
-        if info.is_main:
-            cfg, n = trainer.config, sum(p.numel() for p in trainer.model.parameters())
-            print(
-                f"t5edu.train: preset {args.preset} ({n / 1e6:.2f}M parameters, "
-                f"vocab {data.vocab}) | {args.data} data | {info.world_size} process(es) on "
-                f"{info.device} | precision {trainer.precision} | {cfg.optimizer} lr {cfg.lr:g}, "
-                f"{cfg.schedule} | batch {cfg.batch_size} = {trainer.micro_batch_size} x "
-                f"{trainer.accumulation} accumulation x {info.world_size} | data ready in "
-                f"{time.perf_counter() - t0:.1f}s",
-                flush=True,
-            )
-            if info.world_size > 1:  # DDP: a full replica; FSDP: about 1/world_size of it
-                print(
-                    f"{cfg.strategy}: process 0 holds {held:,} of {n:,} parameter values "
-                    f"({held / n:.0%}), and as much gradient and optimizer state",
-                    flush=True,
-                )
-            if data.tokenizer is not None:  # spiece.model next to the checkpoints
-                Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-                data.tokenizer.save_pretrained(args.out_dir)
-        resume = args.resume
-        if resume == "latest":
-            resume = Path(args.out_dir) / "checkpoints"
-        if resume is not None:
-            try:  # a missing, damaged or mismatched checkpoint: one clear line, no traceback
-                trainer.load(resume)
-            except ValueError as e:
-                parser.exit(2, f"{parser.prog}: error: --resume: {e}\n")
-        t1 = time.perf_counter()
-        history = trainer.train()
-        if info.is_main:
-            report(history, time.perf_counter() - t1, Path(args.out_dir), trainer)
+        with lock:
+            if args.resume is None and (info.is_main or not args.overwrite):
+                check_fresh_run(args.out_dir, args.overwrite)
+            return _run(parser, args, info, cfg)
+    except ValueError as e:  # a busy directory, an existing run: one line, no traceback
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     finally:
         cleanup()
+
+
+def _run(parser, args, info, cfg) -> int:
+    t0 = time.perf_counter()
+    try:
+        trainer, data = build_trainer(args, info, cfg)
+    except ValueError as e:  # a bad option value: say which, without a traceback
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    held = sum(_local_numel(p) for p in trainer.model.parameters())
+    if info.is_main:
+        cfg, n = trainer.config, sum(p.numel() for p in trainer.model.parameters())
+        print(
+            f"t5edu.train: preset {args.preset} ({n / 1e6:.2f}M parameters, "
+            f"vocab {data.vocab}) | {args.data} data | {info.world_size} process(es) on "
+            f"{info.device} | precision {trainer.precision} | {cfg.optimizer} lr {cfg.lr:g}, "
+            f"{cfg.schedule} | batch {cfg.batch_size} = {trainer.micro_batch_size} x "
+            f"{trainer.accumulation} accumulation x {info.world_size} | data ready in "
+            f"{time.perf_counter() - t0:.1f}s",
+            flush=True,
+        )
+        if info.world_size > 1:  # DDP: a full replica; FSDP: about 1/world_size of it
+            print(
+                f"{cfg.strategy}: process 0 holds {held:,} of {n:,} parameter values "
+                f"({held / n:.0%}), and as much gradient and optimizer state",
+                flush=True,
+            )
+        if data.tokenizer is not None:  # spiece.model next to the checkpoints
+            Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+            data.tokenizer.save_pretrained(args.out_dir)
+    resume = args.resume
+    if resume == "latest":
+        resume = Path(args.out_dir) / "checkpoints"
+    if resume is not None:
+        try:  # a missing, damaged or mismatched checkpoint: one clear line, no traceback
+            trainer.load(resume)
+        except ValueError as e:
+            parser.exit(2, f"{parser.prog}: error: --resume: {e}\n")
+    t1 = time.perf_counter()
+    try:
+        history = trainer.train()
+    except NonFiniteError as e:  # nothing non-finite was saved: point at what was
+        latest = Path(args.out_dir) / "checkpoints" / "latest"
+        kept = (
+            f"the last good checkpoint is {latest.parent / latest.read_text().strip()}"
+            if latest.is_file()
+            else "no checkpoint was saved"
+        )
+        parser.exit(1, f"{parser.prog}: error: {e}; {kept}\n")
+    if info.is_main:
+        report(history, time.perf_counter() - t1, Path(args.out_dir), trainer)
     return 0
 
 

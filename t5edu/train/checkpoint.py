@@ -12,7 +12,10 @@ Layout of `out_dir/checkpoints/`:
 A checkpoint is written into a hidden temporary directory, flushed to disk, then renamed into
 place with `os.replace` (atomic on POSIX), and only then is `latest` switched (again tmp file +
 `os.replace`). A save interrupted at any point leaves the previous checkpoint and `latest`
-untouched; the leftover temporary directory is ignored and removed by the next save.
+untouched; the leftover temporary files are ignored and removed by the next save, which holds
+the directory's lock (`run_dir.run_dir_lock`), so they cannot belong to a live writer. Only
+`step-NNNNNN` directories count as checkpoints (a `step-000003.bak` copy is left alone), and
+`latest` must name one of them: it cannot point outside the directory.
 Chapter 11 resumes a run from one; tests/test_checkpoint.py simulates a crash mid-save.
 """
 
@@ -23,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -30,10 +34,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from t5edu.train.run_dir import run_dir_lock
+
 FORMAT_VERSION = 1
 STATE_FILE = "trainer_state.pt"
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "latest"
+STEP_DIR = re.compile(r"step-(\d{6,})")  # a checkpoint's name; anything else is not ours
+# Temporary names of our own writes (see below and `_write_text_atomic`): stale if no one holds
+# the lock, since a live writer would.
+_OUR_TMP = (".tmp-*", f".{LATEST_FILE}.tmp-*")
 # config.json keys that describe the file or the runtime, not the network: ignored on comparison.
 _NON_ARCH_KEYS = {
     "transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype",
@@ -121,6 +131,12 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def checkpoint_dirs(directory: Path) -> list[Path]:
+    """The `step-NNNNNN` checkpoint directories in `directory`, oldest first."""
+    found = [p for p in directory.iterdir() if p.is_dir() and STEP_DIR.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(STEP_DIR.fullmatch(p.name)[1]))
+
+
 def save_checkpoint(
     directory: str | os.PathLike, step: int, model: nn.Module, state: dict, keep: int = 2
 ) -> Path:
@@ -140,10 +156,14 @@ def save_checkpoint(
     """
     if keep < 1 or step < 0:
         raise ValueError(f"save_checkpoint needs keep >= 1 and step >= 0; got {keep=}, {step=}")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob(".tmp-*"):  # left by a save that was killed
-        shutil.rmtree(stale, ignore_errors=True)
+    with run_dir_lock(directory):  # one writer: the stale .tmp files below are not live
+        return _save_locked(Path(directory), step, model, state, keep)
+
+
+def _save_locked(directory: Path, step: int, model: nn.Module, state: dict, keep: int) -> Path:
+    for pattern in _OUR_TMP:  # left by a save that was killed (we hold the lock: not live)
+        for stale in directory.glob(pattern):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     final = directory / f"step-{step:06d}"
     tmp = directory / f".tmp-{final.name}-{os.getpid()}"
     tmp.mkdir()
@@ -174,8 +194,7 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    steps = sorted(directory.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in steps[:-keep]:
+    for old in checkpoint_dirs(directory)[:-keep]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
@@ -190,13 +209,19 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if (path / LATEST_FILE).is_file():
-        target = path / (path / LATEST_FILE).read_text().strip()
+        name = (path / LATEST_FILE).read_text().strip()
+        if not STEP_DIR.fullmatch(name):  # e.g. "../other-run/step-000010" or "/etc"
+            raise CheckpointError(
+                f"{path / LATEST_FILE} must name a step-NNNNNN directory next to it; "
+                f"it holds {name[:80]!r}"
+            )
+        target = path / name
         if not target.is_dir():
             raise CheckpointError(f"{path / LATEST_FILE} points to {target.name}, which is missing")
         return target
     if (path / MANIFEST_FILE).is_file() or (path / STATE_FILE).exists():
         return path
-    if path.is_dir() and any(path.glob("step-*")):
+    if path.is_dir() and checkpoint_dirs(path):
         # A parent whose `latest` was lost: refuse to guess rather than resume the wrong run.
         raise CheckpointError(f"{path} has checkpoints but no '{LATEST_FILE}' file; pass one")
     raise CheckpointError(

@@ -53,6 +53,7 @@ from t5edu.train.distributed import (
 from t5edu.train.evaluation import exact_match, generate_texts, rouge_l
 from t5edu.train.metrics_log import MetricsLogger
 from t5edu.train.optim import OPTIMIZERS, build_optimizer
+from t5edu.train.run_dir import run_dir_lock
 from t5edu.train.sampler import ResumableSampler
 from t5edu.train.schedules import SCHEDULES, build_scheduler
 
@@ -65,6 +66,7 @@ MODEL_INPUTS = (
     "decoder_attention_mask",
 )
 IGNORE_INDEX = -100  # label value that the loss skips (HF convention): padding of targets
+MIN_LOSS_SCALE = 1.0  # fp16 loss-scale floor (DeepSpeed's default min_loss_scale)
 
 
 @dataclass
@@ -99,9 +101,14 @@ class TrainConfig:
     num_samples: int = 3  # sample generations logged per task at each evaluation
     progress: bool = True  # tqdm bar on the main process
     deterministic: bool = False  # torch.use_deterministic_algorithms (CPU is deterministic anyway)
+    max_consecutive_skips: int = 32  # fp16: overflowing steps in a row before the run stops
 
     def validate(self, world_size: int = 1) -> None:
-        """Raise ValueError naming the first inconsistent field."""
+        """Raise `ConfigError` (a ValueError) naming the first field with a bad value.
+
+        Every field is checked here, before any work: a bad value found only at the first save
+        (after training) or as a ZeroDivisionError in the loop would cost the whole run.
+        """
         for name, allowed in (
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
@@ -109,15 +116,50 @@ class TrainConfig:
             ("strategy", STRATEGIES),
         ):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1; got {self.steps}")
+                raise ConfigError(name, f"must be one of {allowed}", getattr(self, name))
+        for name, low in (
+            ("steps", 1), ("batch_size", 1), ("micro_batch_size", 0), ("warmup_steps", 0),
+            ("log_every", 1), ("eval_every", 0), ("save_every", 0), ("keep_checkpoints", 1),
+            ("max_new_tokens", 1), ("num_samples", 0), ("max_consecutive_skips", 1), ("seed", 0),
+        ):  # fmt: skip
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(name, f"must be an integer >= {low}", value)
+        for name, low, high, open_low in (
+            ("lr", 0.0, math.inf, True),  # nan and inf fail every comparison below
+            ("weight_decay", 0.0, math.inf, False),
+            ("min_lr_ratio", 0.0, 1.0, False),
+            ("grad_clip", 0.0, math.inf, False),
+        ):
+            value = getattr(self, name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value) and (value > low if open_low else value >= low)
+            if not ok or value > high:
+                span = f"> {low:g}" if open_low else f">= {low:g}"
+                span += f" and <= {high:g}" if high < math.inf else ""
+                raise ConfigError(name, f"must be a finite number {span}", value)
+        if self.out_dir is not None and str(self.out_dir).strip() == "":
+            raise ConfigError("out_dir", "must be a directory, or None to write nothing", "")
         micro = self.micro_batch_size or self.batch_size // world_size
         if micro < 1 or self.batch_size % (micro * world_size):
-            raise ValueError(
-                f"batch_size={self.batch_size} must be a positive multiple of micro_batch_size="
-                f"{micro} x world_size={world_size}"
+            raise ConfigError(
+                "batch_size",
+                f"must be a positive multiple of micro_batch_size={micro} x "
+                f"world_size={world_size}",
+                self.batch_size,
             )
+
+
+class ConfigError(ValueError):
+    """A `TrainConfig` field holds a bad value; `.field` names it (the CLI turns it into a flag)."""
+
+    def __init__(self, field: str, expected: str, got):
+        self.field, self.expected, self.got = field, expected, got
+        super().__init__(f"{field} {expected}; got {got!r}")
+
+
+class NonFiniteError(RuntimeError):
+    """The loss, the gradient or the weights became NaN/inf: the run stops (nothing is saved)."""
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -222,6 +264,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.sampler = ResumableSampler(num_examples, cfg.batch_size, cfg.seed)
         self.step = 0
+        self.consecutive_skips = 0  # fp16 steps skipped in a row (bounded by the config)
+        self._window: list[StepOutput] = []  # steps since the last train record
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
         self._logger: MetricsLogger | None = None
         self._use_cache_kw = _accepts(unwrap(self.engine).forward, "use_cache")
@@ -306,11 +350,35 @@ class Trainer:
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: DTensor
-        scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        skipped = self.scaler.is_enabled() and self.scaler.get_scale() < scale_before
-        if not skipped:  # as HF's Trainer: the schedule advances with the updates actually made
+        loss = loss_sum / total
+        # An inf/NaN anywhere in the gradient makes its norm inf/NaN: one check covers it all.
+        finite = bool(torch.isfinite(norm) & torch.isfinite(loss))
+        fp16 = self.scaler.is_enabled()
+        if not finite and not fp16:  # stop *before* the update: the weights stay good
+            raise NonFiniteError(
+                f"step {self.step + 1}: loss {loss.item():.4g}, gradient norm {norm.item():.4g} "
+                f"at lr {lr:g}: not finite, so the run stops before this update (try a lower lr)"
+            )
+        if finite:
+            self.scaler.step(self.optimizer)
+        self.scaler.update()  # fp16: halves the scale after an overflow, else may grow it
+        if fp16 and self.scaler.get_scale() < MIN_LOSS_SCALE:
+            # GradScaler has no floor: ~144 overflows in a row make 1/scale overflow, ~166 make
+            # the scale 0, and every later step then unscales to inf. Stop at a floor instead.
+            self.scaler.update(MIN_LOSS_SCALE)
+        # Whether the step was skipped is what we decided, not "the scale went down" (which
+        # is never true at the floor, nor at a scale of 0).
+        skipped = not finite
+        self.consecutive_skips = self.consecutive_skips + 1 if skipped else 0
+        if skipped:
+            if self.consecutive_skips >= self.config.max_consecutive_skips:
+                raise NonFiniteError(
+                    f"step {self.step + 1}: {self.consecutive_skips} fp16 steps in a row "
+                    f"overflowed (loss scale now {self.scaler.get_scale():g}, the floor is "
+                    f"{MIN_LOSS_SCALE:g}): the gradients are not finite at any scale; the run "
+                    "stops (try bf16 or fp32, or a lower lr)"
+                )
+        else:  # as HF's Trainer: the schedule advances with the updates actually made
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         tokens = sum(
@@ -319,7 +387,7 @@ class Trainer:
             for b in micro
         )
         return StepOutput(
-            loss=(loss_sum / total).item(),
+            loss=loss.item(),
             grad_norm=norm.item(),
             lr=lr,
             tokens=int(all_reduce_sum(torch.as_tensor(tokens, device=self.device))),
@@ -331,43 +399,59 @@ class Trainer:
 
         `resume`: a checkpoint directory, or a run's `checkpoints/` directory (its `latest`),
         to continue from; the continued run's losses equal an uninterrupted run's.
+
+        Raises:
+            RunDirBusy: another process is writing to `out_dir`.
+            NonFiniteError: the loss or gradient became NaN/inf (fp32/bf16: at once; fp16:
+                after `max_consecutive_skips` skipped steps in a row), or a weight did before a
+                save. Nothing non-finite is ever saved, so the last checkpoint stays good.
         """
+        cfg, main = self.config, self.info.is_main
+        # One writer per run directory (see run_dir.py): a second trainer is refused here.
+        lock = run_dir_lock(self.out_dir) if self.out_dir is not None and main else None
+        with lock or contextlib.nullcontext():
+            if resume is not None:
+                self.load(resume)
+            if self.out_dir is not None and main and self._logger is None:
+                self._logger = MetricsLogger(
+                    # after a resume (here or an earlier `load`) keep the records up to this step
+                    self.out_dir / "metrics.jsonl",
+                    resume_step=self.step if self.step > 0 else None,
+                )
+            if self.step == 0 and cfg.eval_every:
+                self._record(self.evaluate())
+            self._loop()
+        return self.history
+
+    def _loop(self) -> None:
         from tqdm.auto import tqdm
 
-        cfg, main = self.config, self.info.is_main
-        if resume is not None:
-            self.load(resume)
-        if self.out_dir is not None and main and self._logger is None:
-            self._logger = MetricsLogger(
-                # after a resume (here or an earlier `load`) keep the records up to this step
-                self.out_dir / "metrics.jsonl",
-                resume_step=self.step if self.step > 0 else None,
-            )
-        if self.step == 0 and cfg.eval_every:
-            self._record(self.evaluate())
+        cfg = self.config
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
-            disable=not (cfg.progress and main),
+            disable=not (cfg.progress and self.info.is_main),
             desc="training",
             unit="step",
             dynamic_ncols=True,
         )
-        window: list[StepOutput] = []
         t_window = time.perf_counter()
         while self.step < cfg.steps:
             out = self.train_step()
             self.step += 1
             self.step_losses.append(out.loss)
-            window.append(out)
+            self._window.append(out)
             bar.update(1)
             done = self.step == cfg.steps
             if self.step % cfg.log_every == 0 or done:
-                elapsed = time.perf_counter() - t_window
+                # After a resume the window holds the steps before the checkpoint too (saved
+                # with it), so every record averages the same log_every steps as without one.
+                window, elapsed = self._window, time.perf_counter() - t_window
+                kept = [o.loss for o in window if not o.skipped]
                 record = {
                     "kind": "train",
                     "step": self.step,
-                    "loss": sum(o.loss for o in window) / len(window),
+                    "loss": sum(kept) / len(kept) if kept else math.nan,
                     "lr": window[-1].lr,
                     "grad_norm": window[-1].grad_norm,
                     "tokens_per_s": sum(o.tokens for o in window) / max(elapsed, 1e-9),
@@ -379,7 +463,7 @@ class Trainer:
                     lr=f"{record['lr']:.2e}",
                     tok_s=f"{record['tokens_per_s']:.0f}",
                 )
-                window, t_window = [], time.perf_counter()
+                self._window, t_window = [], time.perf_counter()
             if cfg.eval_every and (self.step % cfg.eval_every == 0 or done):
                 self._record(self.evaluate())
                 t_window = time.perf_counter()  # evaluation time is not training throughput
@@ -389,7 +473,6 @@ class Trainer:
                 self.save()
                 t_window = time.perf_counter()
         bar.close()
-        return self.history
 
     def _record(self, record: dict) -> None:
         self.history.append(record)
@@ -487,6 +570,7 @@ class Trainer:
         """Checkpoint into `out_dir/checkpoints/` (collective: call on every process)."""
         if self.out_dir is None:
             raise ValueError("save() needs config.out_dir")
+        self.check_finite_weights()
         state = {
             "optimizer": self._optimizer_state(),
             "scheduler": self.scheduler.state_dict(),
@@ -495,6 +579,9 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "train_config": dataclasses.asdict(self.config),
             "world_size": self.info.world_size,
+            # the partial log window and the fp16 skip streak: a resumed run logs the same
+            "log_window": [dataclasses.asdict(o) for o in self._window],
+            "consecutive_skips": self.consecutive_skips,
         }
         full = self._full_model_state() if is_fsdp(self.model) else None
         path = None
@@ -503,13 +590,14 @@ class Trainer:
             if full is not None:  # an unsharded copy on the CPU just for writing the file
                 model = self.model_class(self.model.config)
                 model.load_state_dict(full)
-            path = save_checkpoint(
-                self.out_dir / "checkpoints",
-                self.step,
-                unwrap(model),
-                state,
-                self.config.keep_checkpoints,
-            )
+            with run_dir_lock(self.out_dir):
+                path = save_checkpoint(
+                    self.out_dir / "checkpoints",
+                    self.step,
+                    unwrap(model),
+                    state,
+                    self.config.keep_checkpoints,
+                )
         barrier()
         return path
 
@@ -572,6 +660,23 @@ class Trainer:
         rngs = state["rng"]
         set_rng_state(rngs[self.info.rank % len(rngs)])
         self.step = int(state["step"])
+        self._window = [StepOutput(**o) for o in state.get("log_window", [])]
+        self.consecutive_skips = int(state.get("consecutive_skips", 0))
+
+    def check_finite_weights(self) -> None:
+        """Raise `NonFiniteError` naming the first parameter that holds NaN/inf (all processes
+        check their own shard; one all-reduce decides)."""
+        bad = [
+            n
+            for n, p in self.model.named_parameters()
+            if not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()
+        ]
+        count = all_reduce_sum(torch.tensor(float(len(bad)), device=self.device))
+        if count > 0:
+            raise NonFiniteError(
+                f"step {self.step}: parameter {bad[0] if bad else '(on another process)'} holds "
+                "NaN/inf; not saved, the previous checkpoint is the last good one"
+            )
 
 
 def _length(data) -> int | None:

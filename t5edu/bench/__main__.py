@@ -73,6 +73,14 @@ def parse_args(argv=None) -> argparse.Namespace:
             args.lengths = []
         if not args.lengths or min(args.lengths) < 1:
             p.error(f"--lengths must be comma-separated positive ints; got {args.lengths!r}")
+    if args.out is not None:  # before the benchmarks run, not after them
+        from t5edu.train.run_dir import check_writable
+
+        is_dir = os.path.isdir(args.out) or args.out.endswith(("/", os.sep))
+        try:
+            check_writable(args.out, "--out", is_dir=is_dir)
+        except ValueError as err:
+            p.error(str(err))
     if args.preset is not None:
         from t5edu import T5Config
 

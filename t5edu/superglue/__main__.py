@@ -91,6 +91,13 @@ def main(argv=None) -> int:
         parser.error("--data DIR is required with --source local (or use --source hf)")
     if args.command == "evaluate" and not Path(args.model).is_dir():
         parser.error(f"--model: no checkpoint directory {args.model!r} (save_pretrained format)")
+    if args.command == "evaluate" and args.output:  # before the evaluation, not after it
+        from t5edu.train.run_dir import check_writable
+
+        try:
+            check_writable(args.output, "--output", is_dir=False)
+        except ValueError as e:
+            parser.error(str(e))
     try:
         return _run(args, tasks)
     except (FileNotFoundError, ValueError) as e:  # bad paths or data: one line, exit 2

@@ -5,20 +5,29 @@ B batch, K beams, S source length, L max output length, V vocab_size, D d_model.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
-from t5edu.kv_cache import T5Cache
+from t5edu.kv_cache import MIN_CAPACITY, T5Cache
 from t5edu.logits_processing import check_generate_args, warp_logits
+from t5edu.relative_position import bias_rows
 from t5edu.t5_checks import check_ids, check_mask, drop_full_mask
 
 
 class _Decoder:
-    """One decoding session: encoder output computed once, cache allocated once, bias table
-    computed once; `step(tokens)` returns float32 next-token logits `(N, V)`."""
+    """One decoding session: encoder output computed once, then `step(tokens)` returns float32
+    next-token logits `(N, V)`.
+
+    What grows with the output, the KV cache and the relative-bias vector, grows with it (by
+    doubling, up to `max_length`), so a long `max_new_tokens` costs memory only for the
+    positions actually reached: no `(L, L)` bias or bucket table is built, and nothing is left
+    on the model afterwards.
+    """
 
     def __init__(self, model, input_ids, attention_mask, max_length, use_cache, repeat=1):
-        self.model, self.use_cache = model, use_cache
+        self.model, self.use_cache, self.max_length = model, use_cache, max_length
         # Once per generate, not per step: with no padding every cross-attention skips masking.
         attention_mask = drop_full_mask(attention_mask, input_ids.shape)
         enc = model.encoder(input_ids, attention_mask).last_hidden_state  # (B, S, D)
@@ -28,14 +37,26 @@ class _Decoder:
                 attention_mask = attention_mask.repeat_interleave(repeat, dim=0)
         self.enc, self.enc_mask = enc, attention_mask
         self.cache = T5Cache(len(model.decoder.block), max_length) if use_cache else None
-        # Positions never exceed max_length: one (1, H, L, L) table, sliced per step.
-        self.bias = model.decoder.position_bias(max_length, max_length)
+        # T5's bias depends on key - query only: an (H, 2c - 1) vector covers every position
+        # below c, and a cached step's row is a slice of it (see `bias_rows`).
+        self.by_distance: torch.Tensor | None = None
+
+    def self_attention_bias(self, t: int, n: int) -> torch.Tensor | None:
+        """The `(1, H, n - t, n)` bias of queries t..n-1 over keys 0..n-1 (None with RoPE)."""
+        rpb = self.model.decoder.relative_attention_bias
+        if rpb is None:  # ALiBi computes just these rows (bottom-right aligned); RoPE: None
+            return self.model.decoder.position_bias(n - t, n, t)
+        covered = 0 if self.by_distance is None else (self.by_distance.shape[1] + 1) // 2
+        if n > covered:
+            covered = min(self.max_length, max(n, 2 * covered, MIN_CAPACITY))
+            self.by_distance = rpb.bias_by_distance(covered)  # (H, 2 * covered - 1)
+        return bias_rows(self.by_distance, t, n - t, n)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: the newest `(N, 1)` with a cache, else the whole prefix `(N, T)`."""
         t = self.cache.length if self.use_cache else 0
         n = t + tokens.shape[1]
-        bias = None if self.bias is None else self.bias[:, :, t:n, :n]
+        bias = self.self_attention_bias(t, n)
         h = self.model.decoder(
             tokens, self.enc, self.enc_mask, None, None, self.cache, self.use_cache, bias
         ).last_hidden_state
@@ -70,6 +91,53 @@ def _head_logits(model, h: torch.Tensor) -> torch.Tensor:
         return model.lm_head(h)
     parts = [F.linear(h, w[i : i + HEAD_CHUNK]) for i in range(0, w.shape[0], HEAD_CHUNK)]
     return torch.cat(parts, dim=-1)  # (N, V)
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """Total memory of `device` in bytes: physical RAM for the CPU, the GPU's for CUDA; None
+    where it is not known (other devices, or a platform without `os.sysconf`)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            return None
+    return None
+
+
+def generation_bytes(model, rows: int, max_new_tokens: int, num_beams: int, use_cache: bool) -> int:
+    """A lower estimate of the memory a generation needs when it runs to `1 + max_new_tokens`
+    positions: the KV cache of every decoder layer (`use_cache`), or without it the last
+    step's `(N, H, L, L)` float32 scores and probabilities, plus the int64 token buffers
+    (beam search keeps about 14 `(N, L)` ones). N = rows * num_beams, L = 1 + max_new_tokens."""
+    c, n, length = model.config, rows * num_beams, 1 + max_new_tokens
+    per_position = 8 if num_beams == 1 else 14 * 8  # token and source-index buffers, int64
+    if use_cache:
+        itemsize = model.lm_head.weight.element_size()
+        per_position += 2 * len(model.decoder.block) * c.num_heads * c.d_kv * itemsize
+    need = n * length * per_position
+    if not use_cache:
+        need += 2 * n * c.num_heads * length * length * 4
+    return need
+
+
+def check_generation_fits(model, rows, max_new_tokens, num_beams, use_cache, device) -> None:
+    """ValueError naming max_new_tokens when the generation could not finish in the device's
+    memory at its full length (see `generation_bytes`), instead of an allocator crash later."""
+    total = device_memory_bytes(device)
+    if total is None:
+        return
+    need = generation_bytes(model, rows, max_new_tokens, num_beams, use_cache)
+    if need > total:
+        gib = 2**30
+        cache = "with the KV cache" if use_cache else "without the KV cache (use_cache=False)"
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} cannot fit: decoding {rows} input(s) x "
+            f"{num_beams} beam(s) to {1 + max_new_tokens} positions {cache} needs at least "
+            f"{need / gib:.1f} GiB, more than the {total / gib:.1f} GiB of memory on {device}; "
+            f"lower max_new_tokens (or the batch or num_beams)"
+        )
 
 
 def _infer_mask(input_ids, attention_mask, config):
@@ -119,7 +187,10 @@ def generate(
         EOS when pad_token_id is 0, as HF's beam search does (it fills with `pad or eos`).
 
     Raises:
-        ValueError: naming the argument, for bad ids/mask or generation settings.
+        ValueError: naming the argument, for bad ids/mask or generation settings, and naming
+            max_new_tokens when the generation could not fit in the device's memory at its
+            full length (`generation_bytes`). Memory grows with the positions reached: the KV
+            cache and the relative bias grow by doubling, no `(L, L)` table is built.
 
     Source: HF `GenerationMixin._sample` / `_beam_search` (transformers 4.50+ vectorised beam
     search), whose outputs tests/test_generation.py checks token for token. Chapter 4.
@@ -128,6 +199,9 @@ def generate(
     check_ids("input_ids", input_ids, config.vocab_size)
     check_mask("attention_mask", attention_mask, input_ids.shape)
     check_generate_args(max_new_tokens, num_beams, temperature, top_k, top_p, early_stopping)
+    check_generation_fits(
+        model, input_ids.shape[0], max_new_tokens, num_beams, use_cache, input_ids.device
+    )
     attention_mask = _infer_mask(input_ids, attention_mask, config)
     if num_beams == 1:
         return _greedy_or_sample(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+MIN_CAPACITY = 16  # positions of the first self-attention storage with `max_length`
+
 
 class T5Cache:
     """Keys and values of every decoder layer, so each new token costs one step, not a re-run.
@@ -16,9 +18,12 @@ class T5Cache:
 
     Args:
         num_layers: decoder layers.
-        max_length: when given, self-attention storage `(B, H, max_length, Dh)` is allocated once
-            at the first step and filled in place (no re-allocation per step, what `generate`
-            uses); when None it grows by concatenation (works with autograd).
+        max_length: when given, the positions the cache may hold: self-attention storage
+            `(B, H, capacity, Dh)` is filled in place, its capacity doubled (from
+            `MIN_CAPACITY`, up to max_length) when a step needs more: a copy at a few
+            doublings only, and a generation that stops early holds no storage for the
+            positions it never reached (what `generate` uses); when None it grows by
+            concatenation (works with autograd).
 
     `length` is the number of cached target positions. The decoder calls `update(i, k, v)` in
     each layer and `advance(t)` once after all layers. Returned by the model as
@@ -53,10 +58,15 @@ class T5Cache:
             raise ValueError(
                 f"T5Cache(max_length={self.max_length}) is full: cannot add {t} positions to {pos}"
             )
-        if self.self_k[i] is None:
-            shape = (k.shape[0], k.shape[1], self.max_length, k.shape[3])
-            self.self_k[i] = k.new_empty(shape)
-            self.self_v[i] = v.new_empty(shape)
+        capacity = 0 if self.self_k[i] is None else self.self_k[i].shape[2]
+        if pos + t > capacity:  # doubling: O(1) amortised copies per position
+            capacity = min(self.max_length, max(pos + t, 2 * capacity, MIN_CAPACITY))
+            shape = (k.shape[0], k.shape[1], capacity, k.shape[3])
+            new_k, new_v = k.new_empty(shape), v.new_empty(shape)
+            if pos:
+                new_k[:, :, :pos] = self.self_k[i][:, :, :pos]
+                new_v[:, :, :pos] = self.self_v[i][:, :, :pos]
+            self.self_k[i], self.self_v[i] = new_k, new_v
         self.self_k[i][:, :, pos : pos + t] = k
         self.self_v[i][:, :, pos : pos + t] = v
         return self.self_k[i][:, :, : pos + t], self.self_v[i][:, :, : pos + t]
@@ -90,4 +100,4 @@ class T5Cache:
                     t[:, :, :n] = t[:, :, :n].index_select(0, index)
 
 
-__all__ = ["T5Cache"]
+__all__ = ["T5Cache", "MIN_CAPACITY"]

@@ -145,6 +145,24 @@ class RelativePositionBias(nn.Module):
         values = self.weight.t().index_select(1, idx)  # (H, Tq*Tk)
         return values.view(1, self.num_heads, q_len, k_len)  # (1, H, Tq, Tk)
 
+    def bias_by_distance(self, n: int) -> torch.Tensor:
+        """`(H, 2n - 1)` bias for every relative position `key - query` in `-(n-1) .. n-1`.
+
+        Column `n - 1 + j - i` holds the bias of query position i and key position j, for all
+        positions below n: the bias depends on `j - i` alone. Decoding keeps this `O(n)`
+        vector instead of the `(n, n)` table and takes each step's row with `bias_rows` (a
+        slice); the values are the same weight entries `forward` gathers, so results are
+        bit-identical. Not cached.
+
+        Raises:
+            ValueError: for n < 1.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1; got {n!r}")
+        rel = torch.arange(-(n - 1), n, device=self.weight.device)  # (2n - 1,)
+        idx = relative_position_bucket(rel, self.bidirectional, self.num_buckets, self.max_distance)
+        return self.weight.t().index_select(1, idx)  # (H, 2n - 1)
+
     def extra_repr(self) -> str:
         return (
             f"num_buckets={self.num_buckets}, max_distance={self.max_distance}, "
@@ -152,4 +170,35 @@ class RelativePositionBias(nn.Module):
         )
 
 
-__all__ = ["relative_position_bucket", "RelativePositionBias", "check_bucket_settings"]
+def bias_rows(by_distance: torch.Tensor, offset: int, q_len: int, k_len: int) -> torch.Tensor:
+    """`(1, H, q_len, k_len)` bias for queries at `offset..` and keys at `0..`, read from
+    `RelativePositionBias.bias_by_distance(n)`'s `(H, 2n - 1)` output, equal to
+    `RelativePositionBias(q_len, k_len, offset)`.
+
+    One query row (cached decoding) is a view, a slice of the vector; several rows are copied
+    (each row is the previous one shifted by one column).
+
+    Raises:
+        ValueError: when the positions do not fit the vector (`offset + q_len` or `k_len`
+            above n).
+    """
+    n = (by_distance.shape[1] + 1) // 2
+    if offset < 0 or q_len < 1 or k_len < 1 or offset + q_len > n or k_len > n:
+        raise ValueError(
+            f"queries {offset}..{offset + q_len - 1} and keys 0..{k_len - 1} must lie below "
+            f"n={n}, the positions by_distance {tuple(by_distance.shape)} covers"
+        )
+    start = n - 1 - offset  # column of (query offset, key 0)
+    if q_len == 1:
+        return by_distance[None, :, None, start : start + k_len]  # (1, H, 1, Tk) view
+    windows = by_distance.unfold(1, k_len, 1)  # (H, 2n - k_len, Tk): window s = columns s..
+    # Query offset + a starts at column start - a: the windows, last row first.
+    return windows[:, start - q_len + 1 : start + 1].flip(1)[None]  # (1, H, Tq, Tk)
+
+
+__all__ = [
+    "relative_position_bucket",
+    "RelativePositionBias",
+    "check_bucket_settings",
+    "bias_rows",
+]

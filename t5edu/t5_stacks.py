@@ -55,7 +55,14 @@ class _T5Stack(nn.Module):
             return self.alibi.bias(q_len, k_len, causal=self.is_decoder).unsqueeze(0)
         if self.rope is not None:
             return None
-        return self.block[0].layer[0].SelfAttention.relative_attention_bias(q_len, k_len, offset)
+        return self.relative_attention_bias(q_len, k_len, offset)
+
+    @property
+    def relative_attention_bias(self):
+        """The stack's `RelativePositionBias` (owned by block 0, as in HF); None with RoPE/ALiBi."""
+        if self.alibi is not None or self.rope is not None:
+            return None
+        return self.block[0].layer[0].SelfAttention.relative_attention_bias
 
     def _embed(self, input_ids, inputs_embeds):
         if (input_ids is None) == (inputs_embeds is None):

@@ -145,6 +145,25 @@ def test_cache_full_raises():
         cache.update(0, k[:, :, :1], k[:, :, :1])
 
 
+def test_cache_grows_by_doubling_and_keeps_its_contents():
+    from t5edu.kv_cache import MIN_CAPACITY
+
+    cache, ref = T5Cache(1, max_length=50), T5Cache(1)  # preallocated-and-grown vs concatenated
+    g = torch.Generator().manual_seed(0)
+    capacities = []
+    for t in (3, 1, 20, 1, 25):
+        k, v = torch.randn(2, 2, t, 4, generator=g), torch.randn(2, 2, t, 4, generator=g)
+        got, want = cache.update(0, k, v), ref.update(0, k, v)
+        cache.advance(t)
+        ref.advance(t)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        capacities.append(cache.self_k[0].shape[2])
+        index = torch.tensor([1, 0])
+        cache.reorder(index)
+        ref.reorder(index)
+    assert capacities == [MIN_CAPACITY, MIN_CAPACITY, 2 * MIN_CAPACITY, 2 * MIN_CAPACITY, 50]
+
+
 @pytest.mark.parametrize(
     "temperature,top_k,top_p", [(0.7, None, None), (1.0, 5, None), (1.0, None, 0.8), (1.3, 7, 0.6)]
 )
@@ -200,3 +219,111 @@ def test_chunked_decoding_head_is_bit_identical_to_lm_head(rows, vocab, d_model,
         got = _head_logits(model, h[:, 0])
     assert got.shape == (rows, vocab)
     assert torch.equal(got, want)
+
+
+# --- memory that grows with the output, and sizes that cannot fit -----------------------------
+
+
+def tiny_model(position_encoding="relative_bias"):
+    from t5edu.config import T5Config
+    from t5edu.t5_model import T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        position_encoding=position_encoding,
+    )  # fmt: skip
+    return T5ForConditionalGeneration(config).eval()
+
+
+def eos_after(model, steps):
+    """Make EOS the top logit from the `steps`-th decoding step on (a forward hook on the LM
+    head, which decoding calls for this small vocabulary), so generation stops there."""
+    calls = []
+
+    def hook(module, args, out):
+        calls.append(1)
+        if len(calls) >= steps:
+            out = out.clone()
+            out[..., model.config.eos_token_id] = 1e4
+        return out
+
+    return model.lm_head.register_forward_hook(hook)
+
+
+def test_long_max_new_tokens_keeps_no_length_squared_table():
+    """generate(max_new_tokens=3000) used to build (and keep on the model) the (3001, 3001)
+    bucket table, 72 MB, before the first step; now nothing of that size is built or kept."""
+    model = tiny_model()
+    rpb = model.decoder.block[0].layer[0].SelfAttention.relative_attention_bias
+    inputs = batch()
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    handle = eos_after(model, 3)
+    for use_cache in (True, False):
+        out = model.generate(ids, mask, max_new_tokens=3000, use_cache=use_cache)
+        assert out.shape[1] <= 4  # stopped at EOS
+        kept = sum(t.numel() * t.element_size() for t in rpb._bucket_cache.values())
+        assert kept <= 64 * 1024, f"the decoder's bucket cache keeps {kept} bytes"
+    out = model.generate(ids, mask, max_new_tokens=40000, num_beams=2)  # used to crash
+    assert out.shape[1] <= 4
+    handle.remove()
+
+
+def test_decoding_state_grows_with_the_positions_reached():
+    from t5edu.generation import _Decoder
+    from t5edu.kv_cache import MIN_CAPACITY
+
+    model = tiny_model()
+    ids = batch()["input_ids"]
+    dec = _Decoder(model, ids, None, 40001, use_cache=True)
+    tokens = torch.zeros(ids.shape[0], 1, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(MIN_CAPACITY + 1):  # one position past the first capacity
+            dec.step(tokens)
+    n = MIN_CAPACITY + 1
+    assert dec.by_distance.shape[1] == 2 * (2 * MIN_CAPACITY) - 1  # doubled once, not 40001
+    assert dec.cache.self_k[0].shape[2] == 2 * MIN_CAPACITY and dec.cache.length == n
+    # and the logits equal a full forward over the same positions
+    with torch.no_grad():
+        full = model(input_ids=ids, decoder_input_ids=torch.zeros(ids.shape[0], n + 1).long())
+        last = dec.step(tokens)
+    torch.testing.assert_close(last, full.logits[:, -1].float(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("position_encoding", ["relative_bias", "alibi"])
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_cached_equals_uncached_past_the_growth_points(position_encoding, num_beams):
+    """40 positions: the KV cache and the bias vector grow twice (16 -> 32 -> 41)."""
+    model = tiny_model(position_encoding)
+    inputs = batch()
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    kw = dict(max_new_tokens=40, num_beams=num_beams)
+    cached, uncached = (
+        model.generate(ids, mask, **kw),
+        model.generate(ids, mask, **kw, use_cache=False),
+    )
+    assert cached.shape[1] == 41 and torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4], ids=["greedy", "beam4"])
+def test_long_outputs_identical_to_hf_past_max_distance_and_growth(num_beams):
+    """45 new tokens: past the config's max_distance of 20 and two growth points (16, 32)."""
+    hf = hf_model("buckets_8_maxdist_20")
+    ours = from_hf(hf)
+    inputs = batch()
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    kw = dict(max_new_tokens=45, num_beams=num_beams)
+    want = hf.generate(input_ids=ids, attention_mask=mask, **kw)
+    assert want.shape[1] > 33  # reached past the second growth point
+    for use_cache in (True, False):
+        assert torch.equal(ours.generate(ids, mask, **kw, use_cache=use_cache), want)
+
+
+def test_generation_that_cannot_fit_is_refused_naming_max_new_tokens():
+    model = tiny_model()
+    ids = batch()["input_ids"]
+    with pytest.raises(ValueError, match=r"max_new_tokens=1000000000000 cannot fit: .*GiB.*"
+                                         r"GiB of memory on cpu"):  # fmt: skip
+        model.generate(ids, max_new_tokens=10**12)
+    with pytest.raises(ValueError, match=r"max_new_tokens=1000000 cannot fit.*use_cache=False"):
+        model.generate(ids, max_new_tokens=10**6, use_cache=False)  # (N, H, L, L) scores

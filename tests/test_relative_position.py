@@ -111,3 +111,27 @@ def test_bias_after_inference_mode_still_trains():
         bias(5, 5)
     bias(5, 5).sum().backward()  # the cached bucket table must not be an inference tensor
     assert bias.weight.grad is not None and bias.weight.grad.sum() == 2 * 25
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize(
+    "offset,q_len,k_len", [(0, 40, 40), (5, 1, 6), (39, 1, 40), (3, 7, 12), (0, 1, 1), (10, 5, 40)]
+)
+def test_bias_rows_from_the_distance_vector_equal_forward(bidirectional, offset, q_len, k_len):
+    """What decoding reads: the same weight entries as forward's (q_len, k_len) gather, exactly."""
+    from t5edu.relative_position import bias_rows
+
+    rpb = RelativePositionBias(8, 20, 3, bidirectional)
+    by_distance = rpb.bias_by_distance(40)
+    assert by_distance.shape == (3, 79)
+    assert torch.equal(bias_rows(by_distance, offset, q_len, k_len), rpb(q_len, k_len, offset))
+
+
+def test_bias_rows_outside_the_vector_raise():
+    from t5edu.relative_position import bias_rows
+
+    by_distance = RelativePositionBias(8, 20, 3, False).bias_by_distance(10)
+    with pytest.raises(ValueError, match=r"must lie below n=10"):
+        bias_rows(by_distance, 9, 2, 11)
+    with pytest.raises(ValueError, match=r"n must be an int >= 1; got 0"):
+        RelativePositionBias(8, 20, 3, False).bias_by_distance(0)

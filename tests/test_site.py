@@ -301,3 +301,33 @@ def test_displayed_tables_render(chapter):
         "`nb_render_markdown_format: myst` (_config.yml), and a '|' inside a cell must be escaped "
         "as '\\|' or the row has more columns than the header"
     )
+
+
+def test_book_config_reaches_myst_nb():
+    """The settings above, as Jupyter Book hands them to myst-nb: displayed Markdown parsed as
+    MyST (tables), and a cell that raises or times out failing `jupyter-book build` (exit 1)
+    rather than a warning. A misspelt or misplaced key in _config.yml would be dropped silently.
+    Verified on throwaway notebooks (raise; time.sleep past the timeout): exit 0 without
+    raise_on_error, exit 1 with it."""
+    config = pytest.importorskip("jupyter_book.config")
+    sphinx_config, _ = config.get_final_config(
+        user_yaml=ROOT / "_config.yml",
+        cli_config={"globaltoc_path": str(ROOT / "_toc.yml"), "latex_individualpages": False},
+        sourcedir=ROOT,
+    )
+    got = {
+        key: sphinx_config.get(key)
+        for key in (
+            "nb_render_markdown_format",
+            "nb_execution_raise_on_error",
+            "nb_execution_allow_errors",
+        )
+    }
+    assert got == {
+        "nb_render_markdown_format": "myst",
+        "nb_execution_raise_on_error": True,
+        "nb_execution_allow_errors": False,
+    }, f"_config.yml gives myst-nb {got}"
+    assert isinstance(sphinx_config.get("nb_execution_timeout"), int), sphinx_config.get(
+        "nb_execution_timeout"
+    )

@@ -198,7 +198,10 @@ def generate(
     config = model.config
     check_ids("input_ids", input_ids, config.vocab_size)
     check_mask("attention_mask", attention_mask, input_ids.shape)
-    check_generate_args(max_new_tokens, num_beams, temperature, top_k, top_p, early_stopping)
+    check_generate_args(
+        max_new_tokens, num_beams, temperature, top_k, top_p, early_stopping, length_penalty,
+        do_sample, use_cache,
+    )  # fmt: skip
     check_generation_fits(
         model, input_ids.shape[0], max_new_tokens, num_beams, use_cache, input_ids.device
     )

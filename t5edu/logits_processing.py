@@ -5,6 +5,9 @@ N rows (batch or batch * beams), V vocab_size.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 
@@ -33,19 +36,49 @@ def warp_logits(
     return scores
 
 
-def check_generate_args(max_new_tokens, num_beams, temperature, top_k, top_p, early_stopping):
-    """ValueError naming the first invalid generation argument."""
+def _is_real(value) -> bool:
+    """An int or float (or a NumPy scalar of one), not a bool: what `x > 0` can test."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_generate_args(
+    max_new_tokens,
+    num_beams,
+    temperature,
+    top_k,
+    top_p,
+    early_stopping,
+    length_penalty=1.0,
+    do_sample=False,
+    use_cache=True,
+):
+    """ValueError naming the first invalid generation argument, its value and what is allowed.
+
+    Float arguments must be finite real numbers: a NaN compares False with everything, so
+    `length_penalty=nan` would make every finished score NaN and return an arbitrary beam, and
+    `temperature=inf` would flatten every distribution to uniform without a word.
+    """
     for name, value in (("max_new_tokens", max_new_tokens), ("num_beams", num_beams)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1; got {value!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0; got {temperature!r}")
+    if not (_is_real(temperature) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be None or an int >= 1; got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be None or in (0, 1]; got {top_p!r}")
-    if early_stopping not in (True, False, "never"):
+    if top_p is not None and not (_is_real(top_p) and 0.0 < top_p <= 1.0):
+        raise ValueError(f"top_p must be None or a number in (0, 1]; got {top_p!r}")
+    if not (_is_real(length_penalty) and math.isfinite(length_penalty)):
+        raise ValueError(
+            f"length_penalty must be a finite number (the exponent of the length that divides "
+            f"a finished beam's score); got {length_penalty!r}"
+        )
+    # Strict: 1 == True would pass `in (True, False)`, and beam search tests `is True`.
+    if not (isinstance(early_stopping, bool) or (isinstance(early_stopping, str)
+                                                 and early_stopping == "never")):  # fmt: skip
         raise ValueError(f"early_stopping must be True, False or 'never'; got {early_stopping!r}")
+    for name, value in (("do_sample", do_sample), ("use_cache", use_cache)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False; got {value!r}")
 
 
 __all__ = ["warp_logits", "check_generate_args"]

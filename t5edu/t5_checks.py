@@ -35,6 +35,31 @@ def check_ids(name: str, ids, vocab_size: int, allow_ignore: bool = False) -> No
         raise ValueError(f"{name} must be in {allowed}; got {bad}")
 
 
+def check_embeds(name: str, embeds, d_model: int, dtype: torch.dtype) -> None:
+    """ValueError naming `name` unless embeds is a `(batch, length, d_model)` tensor of the
+    model's `dtype` (its embedding's), so a float64 or float16 input fails here, saying what to
+    cast to, not in a matmul deep in the first layer. Under autocast a differing float dtype is
+    left to autocast, which casts the matmul inputs itself.
+    """
+    if not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or embeds.shape[-1] != d_model:
+        raise ValueError(
+            f"{name} must be (batch, length, d_model={d_model}); got {_describe(embeds)}"
+        )
+    if embeds.dtype == dtype:
+        return
+    if embeds.dtype.is_floating_point and torch.is_autocast_enabled(embeds.device.type):
+        return
+    hint = f"pass {name}.to({dtype})"
+    if embeds.dtype.is_floating_point:
+        hint += f" or convert the model with .to({embeds.dtype})"
+    else:
+        hint += " (token ids go in input_ids)"
+    raise ValueError(
+        f"{name} must have the model's dtype {dtype} (its embedding weight's); got dtype "
+        f"{embeds.dtype}: {hint}"
+    )
+
+
 def check_mask(name: str, mask, shape: tuple) -> None:
     """ValueError naming `name` unless mask is None or a bool or 0/1 integer tensor of `shape`."""
     if mask is None:

@@ -12,7 +12,7 @@ from torch import nn
 from t5edu.config import T5Config
 from t5edu.feed_forward import T5DenseActDense, T5DenseGatedActDense
 from t5edu.t5_attention import T5Attention
-from t5edu.t5_checks import check_ids, check_mask
+from t5edu.t5_checks import check_embeds, check_ids, check_mask
 from t5edu.t5_outputs import Seq2SeqLMOutput, Seq2SeqModelOutput
 from t5edu.t5_stacks import T5Decoder, T5Encoder, T5EncoderOutput
 
@@ -125,6 +125,9 @@ class T5Model(nn.Module):
             check_ids("decoder_input_ids", decoder_input_ids, self.config.vocab_size)
             b, t = decoder_input_ids.shape
         elif decoder_inputs_embeds is not None:
+            check_embeds(
+                "decoder_inputs_embeds", decoder_inputs_embeds, self.config.d_model, self.dtype
+            )
             b, t = decoder_inputs_embeds.shape[:2]
         else:
             raise ValueError("pass decoder_input_ids (or labels, or decoder_inputs_embeds)")

@@ -14,7 +14,7 @@ from t5edu.feed_forward import dropout
 from t5edu.kv_cache import T5Cache
 from t5edu.norms import build_norm
 from t5edu.t5_blocks import T5Block
-from t5edu.t5_checks import check_ids, drop_full_mask
+from t5edu.t5_checks import check_embeds, check_ids, drop_full_mask
 from t5edu.t5_outputs import T5DecoderOutput, T5EncoderOutput
 
 
@@ -64,18 +64,13 @@ class _T5Stack(nn.Module):
             return None
         return self.block[0].layer[0].SelfAttention.relative_attention_bias
 
-    def _embed(self, input_ids, inputs_embeds):
+    def _embed(self, input_ids, inputs_embeds, name="inputs_embeds"):
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+            raise ValueError(f"pass exactly one of input_ids and {name}")
         if inputs_embeds is None:
             check_ids("input_ids", input_ids, self.embed_tokens.num_embeddings)
             return self.embed_tokens(input_ids)
-        d = self.config.d_model
-        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != d:
-            raise ValueError(
-                f"inputs_embeds must be (batch, length, d_model={d}); "
-                f"got shape {tuple(inputs_embeds.shape)}"
-            )
+        check_embeds(name, inputs_embeds, self.config.d_model, self.embed_tokens.weight.dtype)
         return inputs_embeds
 
     def _run(self, h, position_bias, attention_mask, enc=None, enc_mask=None, cache=None):

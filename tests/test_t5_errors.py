@@ -72,3 +72,54 @@ def test_bad_generate_input(model):
     ]:
         with pytest.raises(ValueError, match=match):
             model.generate(**kwargs)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(num_beams=2, length_penalty=NAN), r"length_penalty must be a finite number.*nan"),
+        (dict(num_beams=2, length_penalty=INF), r"length_penalty must be a finite number.*inf"),
+        (dict(num_beams=2, length_penalty=-INF), r"length_penalty must be a finite number"),
+        (dict(num_beams=2, length_penalty="1.0"), r"length_penalty must be a finite number"),
+        (dict(do_sample=True, temperature=NAN), r"temperature must be a finite number > 0.*nan"),
+        (dict(do_sample=True, temperature=INF), r"temperature must be a finite number > 0.*inf"),
+        (dict(do_sample=True, temperature="hot"), r"temperature must be a finite number"),
+        (dict(do_sample=True, top_p=NAN), r"top_p must be None or a number in \(0, 1\].*nan"),
+        (dict(do_sample=True, top_p=INF), r"top_p must be None or a number in \(0, 1\]"),
+        (dict(num_beams=2, early_stopping=1), r"early_stopping must be True, False or 'never'"),
+        (dict(do_sample="yes"), r"do_sample must be True or False; got 'yes'"),
+        (dict(use_cache=1), r"use_cache must be True or False; got 1"),
+    ],
+)
+def test_generate_refuses_non_finite_and_mistyped_settings(model, kwargs, match):
+    """length_penalty=nan used to return an arbitrary beam (every finished score NaN),
+    temperature=inf a uniform sample, early_stopping=1 ran as False (beam search tests `is`)."""
+    with pytest.raises(ValueError, match=match):
+        model.generate(IDS, max_new_tokens=3, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.long])
+@pytest.mark.parametrize("arg", ["inputs_embeds", "decoder_inputs_embeds"])
+def test_embeds_of_another_dtype_name_the_argument_and_both_dtypes(model, arg, dtype):
+    """A float64 inputs_embeds used to fail in the first matmul ('expected m1 and m2 to have
+    the same dtype'), naming neither the argument nor the dtype the model expects."""
+    embeds = torch.zeros(2, 3, CFG["d_model"], dtype=dtype)
+    kwargs = {"input_ids": IDS, "decoder_input_ids": IDS}
+    kwargs.pop("input_ids" if arg == "inputs_embeds" else "decoder_input_ids")
+    match = rf"{arg} must have the model's dtype torch.float32 .*got dtype {dtype}"
+    with pytest.raises(ValueError, match=match):
+        model(**kwargs, **{arg: embeds})
+
+
+def test_embeds_of_the_model_dtype_and_under_autocast_still_run(model):
+    embeds = model.shared(IDS)
+    want = model(input_ids=IDS, decoder_input_ids=IDS).logits
+    with torch.no_grad():
+        got = model(inputs_embeds=embeds, decoder_input_ids=IDS).logits
+    torch.testing.assert_close(got, want)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        out = model(inputs_embeds=embeds.bfloat16(), decoder_input_ids=IDS).logits
+    assert out.shape == want.shape and torch.isfinite(out).all()

@@ -250,6 +250,9 @@ def test_report_table():
     assert out.splitlines() == ["| a   | bb |", "|-----|----|", "| 1   | 2  |", "| 333 | 4  |"]
     assert report.fmt_bytes(3 * 2**20) == "3.0 MiB"
     assert report.fmt_time(0.0123) == "12.3 ms"
+    # a pipe inside a cell is escaped, or Markdown ends the cell there and the row breaks
+    piped = report.table(["|dloss|"], [["max |diff|"]]).splitlines()
+    assert piped[0] == "| \\|dloss\\|    |" and piped[2] == "| max \\|diff\\| |"
 
 
 # ----------------------------------------------------------------------------- CLI end to end

@@ -37,15 +37,16 @@ def fmt_pct(x: float | None) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    """A Markdown pipe table with columns padded to equal width."""
-    cells = [headers] + [[str(c) for c in r] for r in rows]
+    """A Markdown pipe table with columns padded to equal width; a `|` inside a cell (`|dloss|`)
+    is escaped, since a bare one would end the cell and break the row."""
+    cells = [[str(c).replace("|", "\\|") for c in r] for r in [headers, *rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
 
     def line(r):
         return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(headers), sep] + [line(r) for r in cells[1:]])
+    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
 
 
 def _skipped(skipped: dict) -> str:

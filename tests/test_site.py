@@ -4,8 +4,9 @@ For every page: no console errors or uncaught exceptions from the site's own fil
 decodes with a non-zero size, every internal link leads to an existing file and its #anchor to
 an element of that page, and each chapter links to its own notebook in Colab (badge and launch
 button). A full-page screenshot of each page lands in `_build/screenshots/` for a human to read.
-Chapters whose cells display Markdown tables (IPython.display.Markdown) must show them as
-<table> elements, not as the raw pipe text myst-nb produces without `nb_render_markdown_format`.
+In each chapter at 1280 px, no code block of at most 100 columns scrolls sideways, and a probe
+line of exactly 100 fits. Chapters whose cells display Markdown tables (IPython.display.Markdown)
+must show them as <table> elements, not as the raw pipe text myst-nb makes of them by default.
 
 The browser is the system's Chromium (`apt-get install chromium`), driven by the `playwright`
 package from PyPI; Playwright's own browser download is never used. There is no internet in CI,
@@ -161,6 +162,32 @@ _LINKS_JS = """
 """
 
 
+# Run in a chapter at 1280 px: the code blocks of its cells (inputs and outputs) whose longest
+# line has at most 100 characters (ruff's line length) but that scroll sideways, and a probe: a
+# copy of the first input block holding one 100-character line, which must not scroll either.
+_WIDTH_JS = """
+() => {
+  const blocks = [...document.querySelectorAll("div.cell div.highlight pre, div.cell_output pre")];
+  const scrolls = (pre) => pre.scrollWidth > pre.clientWidth;
+  const longest = (pre) => Math.max(...pre.textContent.split("\\n").map((l) => l.length));
+  const bad = blocks.filter((pre) => longest(pre) <= 100 && scrolls(pre))
+    .map((pre) => `${longest(pre)} columns, ${pre.scrollWidth} px in ${pre.clientWidth} px: `
+      + pre.textContent.split("\\n").find((l) => l.length === longest(pre)).slice(0, 50));
+  const first = document.querySelector("div.cell div.cell_input div.highlight pre");
+  let probe = null;
+  if (first) {
+    const copy = first.cloneNode(false);
+    copy.textContent = "x = 1  # " + "0123456789".repeat(10).slice(0, 91);
+    first.after(copy);
+    probe = {columns: copy.textContent.length, scroll: copy.scrollWidth, client: copy.clientWidth,
+             font: getComputedStyle(copy).fontSize};
+    copy.remove();
+  }
+  return {bad: bad, probe: probe};
+}
+"""
+
+
 def _short(src: str) -> str:
     return src if not src.startswith("data:") else src[:40] + "..."
 
@@ -231,6 +258,17 @@ def test_page(page_path, base_url, browser):
                 if "colab.research.google.com/github" in link["href"] and link["href"] != colab
             }
             problems.extend(f"Colab link to another notebook: {href}" for href in sorted(wrong))
+
+            # t5edu.css promises 100 columns of code without sideways scrolling at this width.
+            width = page.evaluate(_WIDTH_JS)
+            probe = width["probe"]
+            if probe and probe["scroll"] > probe["client"]:
+                problems.append(
+                    f"a {probe['columns']}-column code line needs {probe['scroll']} px but the "
+                    f"block is {probe['client']} px wide at 1280 px (font {probe['font']}): "
+                    "t5edu.css must fit 100 columns"
+                )
+            problems.extend(f"code block scrolls sideways: {b}" for b in width["bad"])
 
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         name = page_path.removesuffix(".html").replace("/", "__") + ".png"

@@ -151,17 +151,16 @@ class RelativePositionBias(nn.Module):
         Column `n - 1 + j - i` holds the bias of query position i and key position j, for all
         positions below n: the bias depends on `j - i` alone. Decoding keeps this `O(n)`
         vector instead of the `(n, n)` table and takes each step's row with `bias_rows` (a
-        slice); the values are the same weight entries `forward` gathers, so results are
-        bit-identical. Not cached.
+        slice). It is the one bias row of a query at position n - 1 over keys 0..2n-2, computed
+        by calling the module (so hooks such as FSDP's, which gather the weight, run) and
+        bit-identical to what `forward` gives for any (q_len, k_len, offset) below n.
 
         Raises:
             ValueError: for n < 1.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an int >= 1; got {n!r}")
-        rel = torch.arange(-(n - 1), n, device=self.weight.device)  # (2n - 1,)
-        idx = relative_position_bucket(rel, self.bidirectional, self.num_buckets, self.max_distance)
-        return self.weight.t().index_select(1, idx)  # (H, 2n - 1)
+        return self(1, 2 * n - 1, n - 1)[0, :, 0]  # (H, 2n - 1)
 
     def extra_repr(self) -> str:
         return (

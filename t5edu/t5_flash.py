@@ -130,7 +130,10 @@ def t5_flash_backward(
     b, h, q_len, _ = q.shape
     k_len = k.shape[2]
     acc = table_t.dtype
-    delta = (do.to(acc) * out.to(acc)).sum(dim=-1)  # (B, H, Tq), FA2's D_i
+    delta = torch.empty(b, h, q_len, dtype=acc, device=q.device)  # FA2's D_i = rowsum(dO * O)
+    for i0 in range(0, q_len, block_q):  # by query block: no (B, H, Tq, Dh) temporary
+        i1 = min(i0 + block_q, q_len)
+        delta[:, :, i0:i1] = (do[:, :, i0:i1].to(acc) * out[:, :, i0:i1].to(acc)).sum(dim=-1)
     dq = torch.zeros(q.shape, dtype=acc, device=q.device)
     dk = torch.zeros(k.shape, dtype=acc, device=q.device)
     dv = torch.zeros(v.shape, dtype=acc, device=q.device)

@@ -24,9 +24,15 @@ from pathlib import Path
 import torch
 
 from t5edu.data import collate
-from t5edu.train.distributed import STRATEGIES, cleanup, init_distributed
+from t5edu.train.distributed import STRATEGIES, barrier, cleanup, init_distributed
 from t5edu.train.optim import OPTIMIZERS
-from t5edu.train.run_dir import check_fresh_run, check_writable, run_dir_lock
+from t5edu.train.run_dir import (
+    RunDirBusy,
+    RunExists,
+    check_fresh_run,
+    check_writable,
+    run_dir_lock,
+)
 from t5edu.train.schedules import SCHEDULES
 from t5edu.train.trainer import PRECISIONS, ConfigError, NonFiniteError, TrainConfig, Trainer
 
@@ -318,8 +324,9 @@ def train_config(args) -> TrainConfig:
     return cfg
 
 
-def build_trainer(args, info, cfg: TrainConfig) -> tuple[Trainer, object]:
-    """Data, model and trainer from the parsed arguments (ValueError for bad values)."""
+def build_trainer(args, info, cfg: TrainConfig | None = None) -> tuple[Trainer, object]:
+    """Data, model and trainer from the parsed arguments (ValueError for bad values);
+    `cfg`: `train_config(args)`, when the caller has it already."""
     from t5edu.config import T5Config
     from t5edu.t5_model import T5ForConditionalGeneration
     from t5edu.utils import seed_everything
@@ -332,9 +339,8 @@ def build_trainer(args, info, cfg: TrainConfig) -> tuple[Trainer, object]:
     seed_everything(args.seed)  # the same initial weights on every process
     overrides = {"vocab_size": data.vocab, "attention_backend": args.attention_backend}
     model = T5ForConditionalGeneration(T5Config.get_config(args.preset, **overrides))
-    cfg = dataclasses.replace(
-        cfg, max_input_length=data.inputs_length, max_target_length=data.targets_length
-    )
+    lengths = {"max_input_length": data.inputs_length, "max_target_length": data.targets_length}
+    cfg = dataclasses.replace(cfg or train_config(args), **lengths)
     collate_fn = collate
     if args.compile:  # fixed shapes: one compiled graph instead of one per padded length
         collate_fn = functools.partial(
@@ -382,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         with lock:
             if args.resume is None and (info.is_main or not args.overwrite):
                 check_fresh_run(args.out_dir, args.overwrite)
+            barrier()  # every process has looked before process 0 writes anything
             return _run(parser, args, info, cfg)
-    except ValueError as e:  # a busy directory, an existing run: one line, no traceback
+    except (RunDirBusy, RunExists) as e:  # one line, no traceback
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     finally:
         cleanup()

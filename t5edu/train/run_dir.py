@@ -26,6 +26,10 @@ class RunDirBusy(ValueError):
     """Another live process holds the run directory's lock."""
 
 
+class RunExists(ValueError):
+    """A new run was asked for in a directory that holds one."""
+
+
 @contextlib.contextmanager
 def run_dir_lock(path: str | os.PathLike):
     """Hold the exclusive lock of run directory `path` (created if missing) for the block.
@@ -73,14 +77,14 @@ def check_fresh_run(out_dir: str | os.PathLike, overwrite: bool = False) -> None
     directory that merely holds other files, or a tokenizer, is left alone. Call with the lock.
 
     Raises:
-        ValueError: naming the directory and the three ways on.
+        RunExists: naming the directory and the three ways on.
     """
     out_dir = Path(out_dir)
     found = [name for name in RUN_FILES if (out_dir / name).exists()]
     if not found:
         return
     if not overwrite:
-        raise ValueError(
+        raise RunExists(
             f"--out-dir {str(out_dir)!r} already holds a run ({', '.join(found)}); continue it "
             "with --resume latest, choose a new --out-dir, or pass --overwrite to replace it"
         )

@@ -447,11 +447,10 @@ class Trainer:
                 # After a resume the window holds the steps before the checkpoint too (saved
                 # with it), so every record averages the same log_every steps as without one.
                 window, elapsed = self._window, time.perf_counter() - t_window
-                kept = [o.loss for o in window if not o.skipped]
                 record = {
                     "kind": "train",
                     "step": self.step,
-                    "loss": sum(kept) / len(kept) if kept else math.nan,
+                    "loss": sum(o.loss for o in window) / len(window),
                     "lr": window[-1].lr,
                     "grad_norm": window[-1].grad_norm,
                     "tokens_per_s": sum(o.tokens for o in window) / max(elapsed, 1e-9),

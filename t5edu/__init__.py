@@ -52,10 +52,11 @@ from t5edu.alibi import ALiBi, ALiBiAttention, AdaptiveALiBi, CausalALiBiAttenti
 
 # Flash and memory-efficient attention (chapter 9)
 from t5edu.flash_attention import flash_attention
+from t5edu.t5_flash import t5_flash_attention
 from t5edu.memory_efficient import MemoryEfficientAttention, memory_efficient_attention
 from t5edu.flash_modules import FlashAttention, FlashMHA
 from t5edu.backends import resolve_backend
-from t5edu.kernels import triton_available, triton_flash_attention
+from t5edu.kernels import triton_available, triton_flash_attention, triton_t5_flash_attention
 
 # Data, tokenizer, training (chapters 10, 11, 13)
 from t5edu import data

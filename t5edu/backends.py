@@ -13,6 +13,11 @@ Backends (dropout: whether `dropout_p > 0` works):
 - `triton`: the Triton kernels of `t5edu.kernels`. CUDA (CPU only under TRITON_INTERPRET=1).
 - `flex`: `torch.nn.attention.flex_attention`, the bias looked up in a `score_mod`. CUDA; on the
   CPU forward only.
+- `t5_flash`: in a T5 model, self-attention with T5's relative bias computes the bias per tile
+  from its `(num_buckets, H)` table (`t5edu.t5_flash_attention`, O(N) memory, the table's
+  gradient included; see `t5edu.t5_attention.T5Attention`). Called here, through `attention`,
+  there is no table, only a materialised bias: it runs `flash` with that bias (same result,
+  bias gradient included), so it is a drop-in name anywhere. Any device.
 - `auto`: the fastest correct one for the inputs; `resolve_backend` names it. Dropout.
 
 A backend without dropout raises ValueError when `dropout_p > 0` (`auto` then picks `sdpa`).
@@ -85,6 +90,28 @@ def sdpa_attention(
 
 register_backend("flash")(flash_attention)
 register_backend("memory_efficient")(memory_efficient_attention)
+
+
+@register_backend("t5_flash")
+def t5_flash_backend(
+    q, k, v, *, bias=None, attention_mask=None, causal=False, scale=None, dropout_p=0.0
+) -> torch.Tensor:
+    """The `flash` backend, for callers that hold a materialised bias (or none).
+
+    `t5_flash`'s point is T5's bias computed inside the tiles from its bucket table, which this
+    registry signature cannot carry: T5's self-attention layers call `t5edu.t5_flash_attention`
+    with the table themselves (`T5Attention`), and everything that reaches this function
+    (cross-attention, RoPE/ALiBi models, a bias passed by hand) runs `flash_attention`
+    unchanged. Falling back rather than raising keeps the registry's contract (every backend
+    takes the reference's arguments and equals it) and lets a whole T5 run under one name.
+
+    Raises:
+        ValueError: for `dropout_p != 0` (no attention dropout), and what `flash` rejects.
+    """
+    check_no_dropout(dropout_p, "t5_flash")
+    return flash_attention(
+        q, k, v, bias=bias, attention_mask=attention_mask, causal=causal, scale=scale
+    )
 
 
 @register_backend("triton")

@@ -5,13 +5,38 @@ B batch, H heads, Tq/Tk query/key length, S source length, D d_model, Dh head di
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from t5edu.backends import attention
 from t5edu.config import T5Config
+from t5edu.flash_attention import check_no_dropout
 from t5edu.kv_cache import T5Cache
 from t5edu.relative_position import RelativePositionBias
+from t5edu.t5_flash import t5_flash_attention
+
+
+@dataclass(frozen=True)
+class RelativeBiasTable:
+    """T5's relative position bias left as its `(num_buckets, H)` table: what a stack passes its
+    self-attention layers as `position_bias` when they all run the `t5_flash` backend.
+
+    `module` is the stack's `RelativePositionBias` (block 0's, as in HF), `offset` the position
+    of the first query (the KV cache length when decoding with a cache; keys sit at 0..). The
+    `t5_flash` layers hand `module.weight` to `t5edu.t5_flash.t5_flash_attention`, which
+    gathers the bias per tile, so no `(1, H, Tq, Tk)` bias exists; any other layer calls
+    `materialise`. The weight is read directly, not through `module(...)`: hooks that would
+    gather a sharded weight on a module call (FSDP) do not run on this path.
+    """
+
+    module: RelativePositionBias
+    offset: int = 0
+
+    def materialise(self, q_len: int, k_len: int) -> torch.Tensor:
+        """The `(1, H, q_len, k_len)` bias `RelativePositionBias(q_len, k_len, offset)`."""
+        return self.module(q_len, k_len, self.offset)
 
 
 class T5Attention(nn.Module):
@@ -26,7 +51,8 @@ class T5Attention(nn.Module):
         layer_idx: this layer's slot in a `T5Cache`.
 
     forward(hidden_states `(B, Tq, D)`, key_value_states `(B, S, D)` for cross-attention or None,
-    position_bias broadcastable to `(B, H, Tq, Tk)` or None, attention_mask `(B, Tk)` 1 = attend,
+    position_bias broadcastable to `(B, H, Tq, Tk)`, a `RelativeBiasTable` or None,
+    attention_mask `(B, Tk)` 1 = attend,
     causal, cache: `T5Cache` or None, rope: a `t5edu.rope.RoPE` for self-attention or None)
     returns `(B, Tq, D)` in the input's dtype.
 
@@ -34,6 +60,13 @@ class T5Attention(nn.Module):
     initialisation of `q` (std (D * Dh)^-0.5), so checkpoints expect unscaled scores.
     With a cache, self-attention appends the new keys/values and attends to all cached ones;
     cross-attention projects the encoder output at the first step only.
+
+    Backend `t5_flash`: self-attention given a `RelativeBiasTable` runs
+    `t5edu.t5_flash.t5_flash_attention` on the table (bucketing as the module's, `offset` from
+    the table spec, `causal` as for every backend), in O(Tq + Tk) memory beyond q, k, v; given
+    a materialised tensor bias (generation's precomputed rows, ALiBi) or none (cross-attention,
+    RoPE) it runs `flash`. It has no attention dropout: in training with `dropout_rate > 0` it
+    raises ValueError, as `flash` does. Other backends materialise a `RelativeBiasTable`.
 
     Source: Vaswani et al. 2017, sec. 3.2; Raffel et al. 2020; HF `T5Attention`.
     """
@@ -93,18 +126,32 @@ class T5Attention(nn.Module):
                 # Stored head-major once, so no decoding step re-copies the strided view.
                 k, v = k.contiguous(), v.contiguous()  # (B, H, S, Dh)
                 cache.set_cross(i, k, v)
+        causal = causal and tq > 1  # one query sees every cached key: no mask needed
+        dropout_p = self.dropout if self.training else 0.0
+        if isinstance(position_bias, RelativeBiasTable):
+            if self.backend == "t5_flash":
+                check_no_dropout(dropout_p, "t5_flash")
+                rpb = position_bias.module
+                out = t5_flash_attention(
+                    q, k, v, rpb.weight, bidirectional=rpb.bidirectional,
+                    num_buckets=rpb.num_buckets, max_distance=rpb.max_distance,
+                    attention_mask=attention_mask, causal=causal, offset=position_bias.offset,
+                    scale=1.0,
+                )  # fmt: skip
+                return self.o(out.transpose(1, 2).reshape(b, tq, -1))  # (B, Tq, D)
+            position_bias = position_bias.materialise(tq, k.shape[2])  # (1, H, Tq, Tk)
         out = attention(
             q,
             k,
             v,
             bias=position_bias,
             attention_mask=attention_mask,
-            causal=causal and tq > 1,  # one query sees every cached key: no mask needed
+            causal=causal,
             scale=1.0,
-            dropout_p=self.dropout if self.training else 0.0,
+            dropout_p=dropout_p,
             backend=self.backend,
         )  # (B, H, Tq, Dh)
         return self.o(out.transpose(1, 2).reshape(b, tq, -1))  # (B, Tq, D)
 
 
-__all__ = ["T5Attention"]
+__all__ = ["T5Attention", "RelativeBiasTable"]

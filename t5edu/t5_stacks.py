@@ -13,6 +13,7 @@ from t5edu.config import T5Config
 from t5edu.feed_forward import dropout
 from t5edu.kv_cache import T5Cache
 from t5edu.norms import build_norm
+from t5edu.t5_attention import RelativeBiasTable
 from t5edu.t5_blocks import T5Block
 from t5edu.t5_checks import check_embeds, check_ids, drop_full_mask
 from t5edu.t5_outputs import T5DecoderOutput, T5EncoderOutput
@@ -22,7 +23,9 @@ class _T5Stack(nn.Module):
     """Shared by both stacks: blocks, final norm, and the position encoding chosen by config.
 
     The position bias is computed once per forward and added in every layer: T5's relative bias
-    (owned by block 0, as in HF) or ALiBi; RoPE instead rotates q and k inside each layer.
+    (owned by block 0, as in HF) or ALiBi; RoPE instead rotates q and k inside each layer. When
+    every self-attention layer runs the `t5_flash` backend, T5's bias is not materialised: the
+    layers get a `RelativeBiasTable` (the table and the query offset) and gather it per tile.
     """
 
     def __init__(self, config: T5Config, embed_tokens: nn.Embedding, is_decoder: bool):
@@ -56,6 +59,19 @@ class _T5Stack(nn.Module):
         if self.rope is not None:
             return None
         return self.relative_attention_bias(q_len, k_len, offset)
+
+    def self_attention_bias(
+        self, q_len: int, k_len: int, offset: int = 0
+    ) -> torch.Tensor | RelativeBiasTable | None:
+        """What the self-attention layers get as `position_bias`: a `RelativeBiasTable` when the
+        stack has T5's relative bias and every layer runs `t5_flash` (no `(1, H, q_len, k_len)`
+        tensor: the point of that backend), else `position_bias(q_len, k_len, offset)`."""
+        rpb = self.relative_attention_bias
+        if rpb is not None and all(
+            b.layer[0].SelfAttention.backend == "t5_flash" for b in self.block
+        ):
+            return RelativeBiasTable(rpb, offset)
+        return self.position_bias(q_len, k_len, offset)
 
     @property
     def relative_attention_bias(self):
@@ -102,7 +118,7 @@ class T5Encoder(_T5Stack):
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> T5EncoderOutput:
         h = self._embed(input_ids, inputs_embeds)  # (B, S, D)
-        bias = self.position_bias(h.shape[1], h.shape[1])
+        bias = self.self_attention_bias(h.shape[1], h.shape[1])
         return T5EncoderOutput(self._run(h, bias, attention_mask))
 
 
@@ -112,7 +128,8 @@ class T5Decoder(_T5Stack):
     forward(input_ids `(B, T)` | inputs_embeds, encoder_hidden_states `(B, S, D)`,
     encoder_attention_mask `(B, S)`, attention_mask `(B, past + T)`, past_key_values: a
     `T5Cache` holding `past` positions or None, use_cache, position_bias: a precomputed
-    `(1, H, T, past + T)` bias (generation slices one table) or None to compute it)
+    `(1, H, T, past + T)` bias (generation slices one table) or None to compute it; a given
+    tensor is used as is, also by `t5_flash`, which then runs `flash` with it)
     -> `T5DecoderOutput`. With use_cache and no cache given, a new `T5Cache` is started.
     """
 
@@ -136,7 +153,7 @@ class T5Decoder(_T5Stack):
             cache = T5Cache(len(self.block))
         t, past = h.shape[1], (cache.length if cache is not None else 0)
         if position_bias is None:
-            position_bias = self.position_bias(t, past + t, past)
+            position_bias = self.self_attention_bias(t, past + t, past)
         h = self._run(h, position_bias, attention_mask, encoder_hidden_states,
                       encoder_attention_mask, cache)  # fmt: skip
         if cache is not None:

@@ -31,4 +31,21 @@ def triton_flash_attention(q, k, v, **kwargs):
     return fn(q, k, v, **kwargs)
 
 
-__all__ = ["triton_available", "triton_flash_attention"]
+def triton_t5_flash_attention(q, k, v, bias_table, **kwargs):
+    """Lazy entry point to `t5edu.kernels.t5_bias_flash.triton_t5_flash_attention` (see there):
+    FlashAttention with T5's bias gathered from its `(num_buckets, heads)` table in-kernel.
+
+    Raises:
+        ImportError: when Triton is not installed (with the install command).
+    """
+    if not triton_available():
+        raise ImportError(
+            "the Triton kernels need the `triton` package (pip install 't5edu[triton]'); "
+            "use t5edu.t5_flash_attention for the same algorithm in plain PyTorch"
+        )
+    from t5edu.kernels.t5_bias_flash import triton_t5_flash_attention as fn
+
+    return fn(q, k, v, bias_table, **kwargs)
+
+
+__all__ = ["triton_available", "triton_flash_attention", "triton_t5_flash_attention"]

@@ -633,9 +633,17 @@ class Trainer:
             from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
             plain = self.model_class(self.model.config)
-            load_model_weights(path, plain)
-            opts = StateDictOptions(full_state_dict=True)
-            set_model_state_dict(self.model, plain.state_dict(), options=opts)
+            load_model_weights(path, plain)  # strict: every key and shape checked here
+            # One entry per tensor: the embedding's aliases (encoder/decoder.embed_tokens, a
+            # tied lm_head) would reach FSDP as plain tensors next to their sharded original.
+            full = dict(plain.state_dict(keep_vars=True))
+            seen, unique = set(), {}
+            for key, value in full.items():
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    unique[key] = value.detach()
+            opts = StateDictOptions(full_state_dict=True, strict=False)
+            set_model_state_dict(self.model, unique, options=opts)
         else:
             load_model_weights(path, unwrap(self.model))
         set_optimizer_state_dict(

@@ -456,7 +456,8 @@ def report(history, wall, out_dir: Path, trainer) -> None:
     """Print the validation curve, final metrics, sample generations and the HF load check."""
     evals = [r for r in history if r["kind"] == "eval"]
     if not evals:
-        print(f"\ntrained {trainer.step} steps in {wall:.0f}s; no evaluation (--eval-every 0)")
+        why = "(--eval-every 0)" if not trainer.config.eval_every else "in this run (resumed)"
+        print(f"\ntrained {trainer.step} steps in {wall:.0f}s; no evaluation {why}")
     else:
         print(f"\ntrained {trainer.step} steps in {wall:.0f}s; validation loss by step:")
     for r in evals:

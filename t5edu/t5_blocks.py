@@ -80,7 +80,8 @@ class T5Block(nn.Module):
     `layer` holds the sub-layers in HF's order, so parameter names match HF's `T5Block`:
     `layer.0.SelfAttention`, (decoder) `layer.1.EncDecAttention`, `layer.{1|2}.DenseReluDense`.
 
-    forward(hidden_states `(B, T, D)`, position_bias, attention_mask `(B, Tk)`,
+    forward(hidden_states `(B, T, D)`, position_bias (a tensor broadcastable to
+    `(B, H, T, Tk)`, a `t5edu.t5_attention.RelativeBiasTable` or None), attention_mask `(B, Tk)`,
     encoder_hidden_states `(B, S, D)`, encoder_attention_mask `(B, S)`, cache, rope) returns
     `(B, T, D)`. fp16 outputs of each sub-layer pass through `clamp_fp16_inf` (HF does the same).
     """
@@ -100,7 +101,7 @@ class T5Block(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        position_bias: torch.Tensor | None = None,
+        position_bias=None,  # tensor | RelativeBiasTable | None, passed to self-attention
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,

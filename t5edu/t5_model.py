@@ -56,7 +56,10 @@ class T5Model(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def set_attention_backend(self, backend: str) -> None:
-        """Run every attention layer with another backend from `t5edu.backends.BACKENDS`."""
+        """Run every attention layer with another backend from `t5edu.backends.BACKENDS`.
+
+        With `"t5_flash"` the self-attention layers with T5's relative bias gather it per tile
+        from the bucket table (O(N) memory, see `t5edu.t5_attention.T5Attention`)."""
         from t5edu.backends import check_backend
 
         check_backend(backend)

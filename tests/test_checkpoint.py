@@ -327,9 +327,11 @@ def test_metrics_resume_rewrite_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         MetricsLogger(path, resume_step=2)
     assert path.read_text() == "".join(lines)  # the old file is whole
+    assert len(list(tmp_path.glob(".metrics.jsonl.tmp-*"))) == 1
     monkeypatch.undo()
     MetricsLogger(path, resume_step=2)
     assert [r["step"] for r in read_metrics(path)] == [1, 2]
+    assert not list(tmp_path.glob(".metrics.jsonl.tmp-*"))  # the killed rewrite's leftover
 
 
 def test_read_metrics_drops_a_torn_last_line_with_a_warning(tmp_path):

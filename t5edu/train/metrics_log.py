@@ -24,6 +24,10 @@ class MetricsLogger:
     def __init__(self, path: str | os.PathLike, resume_step: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Left by a rewrite that was killed; the trainer holds the run directory's lock here,
+        # so no live writer owns one.
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            stale.unlink()
         kept = []
         if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]

@@ -13,7 +13,7 @@ import transformers
 import t5edu
 from t5edu.bench import __main__ as cli
 from t5edu.bench import attention as attn_bench
-from t5edu.bench import flops, generate, machine, model, norm, report, timing
+from t5edu.bench import bias_table, flops, generate, machine, model, norm, report, timing
 
 
 @pytest.fixture(autouse=True)
@@ -349,6 +349,21 @@ def test_cli_norm(tmp_path, tiny_sizes):
     assert all(r["peak_bytes"] >= r["gradient_bytes"] > nrm["input_bytes"] for r in nrm["rows"])
 
 
+def test_cli_bias_table(tmp_path, tiny_sizes):
+    """Issue 14's figure: with the table learned, t5_flash's peak stays near its gradients while
+    a materialised bias costs an (H, N, N) gradient; every peak above its lower bound."""
+    res = run_cli(tmp_path, "bias-table", "--lengths", "64,768")["results"]["bias-table"]
+    assert res["max_abs_diff_vs_naive"] <= 1e-4
+    rows = {(r["side"], r["seq_len"]): r for r in res["rows"]}
+    assert set(rows) == {(s, n) for s in bias_table.SIDES for n in (64, 768)}
+    for r in res["rows"]:
+        assert r["gradient_bytes"] == bias_table.gradient_bytes(1, 8, r["seq_len"], 64, 4, 32)
+        assert r["peak_bytes"] >= r["gradient_bytes"]
+    # at N=768 the (H, N, N) bias gradient alone (18 MiB) exceeds all that t5_flash holds
+    assert rows[("t5_flash, bias table", 768)]["peak_bytes"] < 8 * 768 * 768 * 4
+    assert rows[("naive, materialised bias", 768)]["peak_bytes"] > 8 * 768 * 768 * 4
+
+
 def test_cli_all_runs_every_bench(tmp_path, tiny_sizes, monkeypatch):
     """`all` runs each subcommand once (each is tested above; here stubbed, to stay fast) and
     writes them into one file named after the machine when --out is a folder."""
@@ -357,7 +372,7 @@ def test_cli_all_runs_every_bench(tmp_path, tiny_sizes, monkeypatch):
     monkeypatch.setattr(cli, "BENCHES", stub)
     monkeypatch.setattr(cli, "TABLES", {n: (lambda res: "table") for n in stub})
     cli.main(["all", "--quick", "--out", str(tmp_path) + "/"])
-    assert [n for n, _ in calls] == ["model", "generate", "attention", "norm"]
+    assert [n for n, _ in calls] == ["model", "generate", "attention", "norm", "bias-table"]
     assert all(kw["quick"] is True for _, kw in calls)
     (path,) = tmp_path.iterdir()
     assert path.name.startswith("cpu-") and path.name.endswith("-float32-quick.json")

@@ -1,5 +1,5 @@
-"""`python -m t5edu.bench {model,generate,attention,norm,all}`: run benchmarks, print tables,
-write JSON with the machine record (chapter 12)."""
+"""`python -m t5edu.bench {model,generate,attention,norm,bias-table,all}`: run benchmarks,
+print tables, write JSON with the machine record (chapter 12)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import time
 
 import torch
 
-from t5edu.bench import attention, generate, model, norm
+from t5edu.bench import attention, bias_table, generate, model, norm
 from t5edu.bench.machine import load_average, machine_record, machine_slug
 from t5edu.bench.report import TABLES
 
 BENCHES = {"model": model.run, "generate": generate.run, "attention": attention.run,
-           "norm": norm.run}  # fmt: skip
+           "norm": norm.run, "bias-table": bias_table.run}  # fmt: skip
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="model/generate: comma-separated t5edu attention backends to "
                    "time (default: all); the others are recorded as skipped")  # fmt: skip
     p.add_argument("--lengths", default=None,
-                   help="attention: comma-separated sequence lengths of the sweep")  # fmt: skip
+                   help="attention, bias-table: comma-separated sequence lengths")  # fmt: skip
     args = p.parse_args(argv)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -136,7 +136,7 @@ def main(argv=None) -> dict:
             kwargs["compile"] = False if args.no_compile else None if name == "model" else True
         if name in ("model", "generate"):
             kwargs.update(preset=args.preset, batch_size=args.batch, backends=args.backends)
-        if name == "attention" and args.lengths:
+        if name in ("attention", "bias-table") and args.lengths:
             kwargs["lengths"] = args.lengths
         t0 = time.perf_counter()
         res = BENCHES[name](**kwargs)

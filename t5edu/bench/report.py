@@ -163,6 +163,26 @@ def attention_table(res: dict) -> str:
     return out
 
 
+def bias_table_table(res: dict) -> str:
+    cfg = res["config"]
+    head = (
+        f"T5's relative bias learned from its ({cfg['num_buckets']}, H) table, attention "
+        f"forward+backward, batch {cfg['batch']}, {cfg['heads']} heads, head dim "
+        f"{cfg['head_dim']}, {cfg['dtype']}; each peak beside the bytes of dq, dk, dv and the "
+        f"table gradient (sides agree within {res['max_abs_diff_vs_naive']:.1e})"
+    )
+    rows = [
+        [
+            str(r["seq_len"]),
+            r["side"],
+            fmt_spread(r["time"]),
+            fmt_peak(r["peak_bytes"], r["gradient_bytes"]),
+        ]
+        for r in res["rows"]
+    ]
+    return head + "\n\n" + table(["N", "side", "fwd+bwd [IQR]", "peak"], rows)
+
+
 def norm_table(res: dict) -> str:
     cfg = res["config"]
     head = (
@@ -189,6 +209,7 @@ TABLES = {
     "generate": generate_table,
     "attention": attention_table,
     "norm": norm_table,
+    "bias-table": bias_table_table,
 }
 
 

@@ -29,6 +29,14 @@ CUDA_ONLY = {
 }
 
 
+# Backends that take T5's bias from its table, not as the materialised (1, H, N, N) tensor this
+# sweep passes: given one they run another backend, so they are measured where their path runs.
+TABLE_ONLY = {
+    "t5_flash": "given a materialised bias it runs 'flash' (measured under that name); its "
+    "bias-table path is measured by `python -m t5edu.bench bias-table`",
+}
+
+
 def default_sweep(device: torch.device, quick: bool) -> dict:
     """Shapes of the sweep. On the CPU the largest point is the flash-attention acceptance
     configuration: N=4096, 8 heads, d=64, batch 1 (fp32 when `--dtype float32`)."""
@@ -92,6 +100,8 @@ def probe(name: str, device: torch.device, dtype: torch.dtype, backward: bool = 
     bias) on this device and dtype and matches the naive reference; else why it is skipped."""
     if device.type != "cuda" and name in CUDA_ONLY:
         return CUDA_ONLY[name]
+    if name in TABLE_ONLY:
+        return TABLE_ONLY[name]
     alias = _alias(name, device, dtype)
     if alias is not None:
         return f"resolves to {alias!r} on this device and dtype (measured under that name)"

@@ -62,16 +62,21 @@ def key_start(j0: int, q_len: int, k_len: int, causal: bool) -> int:
     return max(0, j0 - (k_len - q_len)) if causal else 0
 
 
-def tile_scores(q_i, k_j, bias4, mask, causal, scale, i0, j0, q_len, k_len) -> torch.Tensor:
-    """s = scale * q_i k_j^T + bias tile, -inf where hidden; `(B, H, bq, bk)` float32.
+def tile_scores(q_i, k_j, bias_ij, mask, causal, scale, i0, j0, q_len, k_len) -> torch.Tensor:
+    """s = scale * q_i k_j^T + bias_ij, -inf where hidden; `(B, H, bq, bk)` in the accumulation
+    dtype.
 
-    `mask` is the bool `(B, Tk)` padding mask (or None). The causal test is j <= i + Tk - Tq.
+    `bias_ij` is the tile's bias (broadcastable to the tile) or None; `mask` is the bool `(B, Tk)`
+    padding mask (or None). The bias is added before masking, so a hidden key is -inf whatever
+    its bias. The causal test is j <= i + Tk - Tq.
     """
     i1, j1 = i0 + q_i.shape[2], j0 + k_j.shape[2]
     acc = accumulation_dtype(q_i.dtype)
-    s = torch.matmul(q_i, k_j.transpose(-1, -2)).to(acc) * scale  # (B, H, bq, bk)
-    if bias4 is not None:
-        s = s + bias_tile(bias4, i0, i1, j0, j1).to(acc)
+    s = torch.matmul(q_i, k_j.transpose(-1, -2)).to(acc)  # (B, H, bq, bk)
+    if scale != 1.0:  # T5's scale is 1.0: skip a pass over the tile (x * 1.0 is x exactly)
+        s = s * scale
+    if bias_ij is not None:
+        s = s + bias_ij.to(acc)
     keep = None
     if mask is not None:
         keep = mask[:, None, None, j0:j1]  # (B, 1, 1, bk)
@@ -83,10 +88,14 @@ def tile_scores(q_i, k_j, bias4, mask, causal, scale, i0, j0, q_len, k_len) -> t
     return s if keep is None else s.masked_fill(~keep, float("-inf"))
 
 
-def flash_forward(q, k, v, bias4, mask, causal, scale, block_q, block_k):
-    """Tiled forward: returns `out (B, H, Tq, Dh)` in q's dtype and `lse (B, H, Tq)` float32.
+def flash_forward(q, k, v, bias_at, mask, causal, scale, block_q, block_k):
+    """Tiled forward: returns `out (B, H, Tq, Dh)` in q's dtype and `lse (B, H, Tq)` in the
+    accumulation dtype.
 
-    Rows with no visible key get out = 0 and lse = +inf, so exp(s - lse) = 0 in the backward.
+    `bias_at(i0, i1, j0, j1)` gives the bias of the tile of query rows i0..i1 and keys j0..j1
+    (a slice of a materialised bias here, a gather from T5's bucket table in `t5edu.t5_flash`),
+    or `bias_at` is None. Rows with no visible key get out = 0 and lse = +inf, so
+    exp(s - lse) = 0 in the backward.
     """
     b, h, q_len, d = q.shape
     k_len = k.shape[2]
@@ -101,7 +110,8 @@ def flash_forward(q, k, v, bias4, mask, causal, scale, block_q, block_k):
         acc = torch.zeros(b, h, i1 - i0, d, **f)  # running sum of exp(s - m) v
         for j0 in range(0, key_end(i1, q_len, k_len, causal), block_k):
             j1 = min(j0 + block_k, k_len)
-            s = tile_scores(q_i, k[:, :, j0:j1], bias4, mask, causal, scale, i0, j0, q_len, k_len)
+            bias_ij = None if bias_at is None else bias_at(i0, i1, j0, j1)
+            s = tile_scores(q_i, k[:, :, j0:j1], bias_ij, mask, causal, scale, i0, j0, q_len, k_len)
             m_new = torch.maximum(m, s.amax(dim=-1))
             m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)  # no key seen yet: avoid NaN
             p = torch.exp(s - m_safe[..., None])  # (B, H, bq, bk)
@@ -115,19 +125,25 @@ def flash_forward(q, k, v, bias4, mask, causal, scale, block_q, block_k):
     return out, lse
 
 
-def flash_backward(do, q, k, v, out, lse, bias4, mask, causal, scale, block_q, block_k, bias_grad):
-    """Recomputing backward: grads of q, k, v (and of the 4-D bias, reduced to its shape).
+def flash_backward(do, q, k, v, out, lse, bias_at, add_bias_grad, mask, causal, scale, block_q,
+                   block_k):  # fmt: skip
+    """Recomputing backward: grads of q, k, v in the accumulation dtype.
 
     With P = exp(S - lse) recomputed per tile and D = rowsum(dO * O):
-    dV = P^T dO, dP = dO V^T, dS = P * (dP - D), dQ = scale dS K, dK = scale dS^T Q, dBias = dS.
+    dV = P^T dO, dP = dO V^T, dS = P * (dP - D), dQ = scale dS K, dK = scale dS^T Q, and the
+    bias's gradient is dS itself: each tile's dS goes to `add_bias_grad(i0, i1, j0, j1, ds)`
+    when given (the bias's owner reduces it to its own shape or scatters it to its table).
     """
-    q_len, k_len = q.shape[2], k.shape[2]
+    b, h, q_len, _ = q.shape
+    k_len = k.shape[2]
     acc = accumulation_dtype(q.dtype)
-    delta = (do.to(acc) * out.to(acc)).sum(dim=-1)  # (B, H, Tq), FA2's D_i
+    delta = torch.empty(b, h, q_len, dtype=acc, device=q.device)  # FA2's D_i = rowsum(dO * O)
+    for i0 in range(0, q_len, block_q):  # by query block: no (B, H, Tq, Dh) temporary
+        i1 = min(i0 + block_q, q_len)
+        delta[:, :, i0:i1] = (do[:, :, i0:i1].to(acc) * out[:, :, i0:i1].to(acc)).sum(dim=-1)
     dq = torch.zeros(q.shape, dtype=acc, device=q.device)
     dk = torch.zeros(k.shape, dtype=acc, device=q.device)
     dv = torch.zeros(v.shape, dtype=acc, device=q.device)
-    dbias = torch.zeros(bias4.shape, dtype=acc, device=q.device) if bias_grad else None
     for j0 in range(0, k_len, block_k):  # FA2 backward: outer loop over key blocks
         j1 = min(j0 + block_k, k_len)
         k_j, v_j = k[:, :, j0:j1], v[:, :, j0:j1].to(acc)
@@ -135,19 +151,36 @@ def flash_backward(do, q, k, v, out, lse, bias4, mask, causal, scale, block_q, b
         for i0 in range(key_start(j0, q_len, k_len, causal) // block_q * block_q, q_len, block_q):
             i1 = min(i0 + block_q, q_len)
             q_i, do_i = q[:, :, i0:i1], do[:, :, i0:i1].to(acc)
-            s = tile_scores(q_i, k_j, bias4, mask, causal, scale, i0, j0, q_len, k_len)
+            bias_ij = None if bias_at is None else bias_at(i0, i1, j0, j1)
+            s = tile_scores(q_i, k_j, bias_ij, mask, causal, scale, i0, j0, q_len, k_len)
             p = torch.exp(s - lse[:, :, i0:i1, None])  # the forward's probabilities, exactly
             dv_j += torch.matmul(p.transpose(-1, -2), do_i)
             dp = torch.matmul(do_i, v_j.transpose(-1, -2))  # (B, H, bq, bk)
             ds = p * (dp - delta[:, :, i0:i1, None])
             dq[:, :, i0:i1] += torch.matmul(ds, k_j.to(acc)) * scale
             dk_j += torch.matmul(ds.transpose(-1, -2), q_i.to(acc)) * scale
-            if dbias is not None:
-                dims = [a for a in range(4) if bias4.shape[a] == 1 and ds.shape[a] > 1]
-                tile = ds.sum(dim=dims, keepdim=True) if dims else ds
-                bias_tile(dbias, i0, i1, j0, j1).add_(tile)  # a view: adds in place
+            if add_bias_grad is not None:
+                add_bias_grad(i0, i1, j0, j1, ds)
         dk[:, :, j0:j1], dv[:, :, j0:j1] = dk_j, dv_j
-    return dq, dk, dv, dbias
+    return dq, dk, dv
+
+
+def _materialised_bias(bias4: torch.Tensor | None):
+    """`bias_at` for a 4-D bias: a view of its tile (None without a bias)."""
+    if bias4 is None:
+        return None
+    return lambda i0, i1, j0, j1: bias_tile(bias4, i0, i1, j0, j1)
+
+
+def _bias_grad_into(dbias: torch.Tensor):
+    """`add_bias_grad` that sums each tile's dS over the bias's broadcast dims into `dbias`."""
+
+    def add(i0, i1, j0, j1, ds):
+        dims = [a for a in range(4) if dbias.shape[a] == 1 and ds.shape[a] > 1]
+        tile = ds.sum(dim=dims, keepdim=True) if dims else ds
+        bias_tile(dbias, i0, i1, j0, j1).add_(tile)  # a view: adds in place
+
+    return add
 
 
 class FlashAttentionFunction(torch.autograd.Function):
@@ -155,8 +188,8 @@ class FlashAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, bias, mask, causal, scale, block_q, block_k):
-        bias4 = as_4d(bias)
-        out, lse = flash_forward(q, k, v, bias4, mask, causal, scale, block_q, block_k)
+        bias_at = _materialised_bias(as_4d(bias))
+        out, lse = flash_forward(q, k, v, bias_at, mask, causal, scale, block_q, block_k)
         ctx.save_for_backward(q, k, v, out, lse, bias, mask)
         ctx.config = (causal, scale, block_q, block_k)
         ctx.mark_non_differentiable(lse)
@@ -167,10 +200,14 @@ class FlashAttentionFunction(torch.autograd.Function):
     def backward(ctx, do, _dlse):
         q, k, v, out, lse, bias, mask = ctx.saved_tensors
         causal, scale, block_q, block_k = ctx.config
-        bias_grad = bias is not None and ctx.needs_input_grad[3]
-        dq, dk, dv, dbias = flash_backward(
-            do, q, k, v, out, lse, as_4d(bias), mask, causal, scale, block_q, block_k, bias_grad
-        )
+        bias4, dbias, add_grad = as_4d(bias), None, None
+        if bias is not None and ctx.needs_input_grad[3]:
+            dbias = torch.zeros(bias4.shape, dtype=accumulation_dtype(q.dtype), device=q.device)
+            add_grad = _bias_grad_into(dbias)
+        dq, dk, dv = flash_backward(
+            do, q, k, v, out, lse, _materialised_bias(bias4), add_grad, mask, causal, scale,
+            block_q, block_k,
+        )  # fmt: skip
         if dbias is not None:
             dbias = dbias.reshape(bias.shape).to(bias.dtype)
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbias, None, None, None, None, None

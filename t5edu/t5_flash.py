@@ -25,7 +25,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from t5edu.attention import check_attention_inputs, check_scale_and_dropout
-from t5edu.flash_attention import accumulation_dtype, key_end, key_start
+from t5edu.flash_attention import accumulation_dtype, flash_backward, flash_forward
 from t5edu.relative_position import check_bucket_settings, relative_position_bucket
 
 # Same tiles as t5edu.flash_attention: 128 x 128 fp32 is 64 KiB per head, cache-sized on a CPU.
@@ -61,103 +61,22 @@ def tile_buckets(buckets: torch.Tensor, i0: int, i1: int, j0: int, j1: int, q_le
     return buckets[cols - rows + (q_len - 1)]
 
 
-def t5_tile_scores(q_i, k_j, table_t, idx, mask, causal, scale, i0, j0, q_len, k_len):
-    """s = scale * q_i k_j^T + table[bucket], -inf where hidden: `(B, H, bq, bk)`.
-
-    `table_t` is the `(H, NB)` transposed table in the accumulation dtype, `idx` the tile's
-    `(bq, bk)` buckets, `mask` the bool `(B, Tk)` padding mask or None. The bias is added before
-    masking (as the reference), so a hidden key is -inf whatever its bias.
-    """
-    i1, j1 = i0 + q_i.shape[2], j0 + k_j.shape[2]
-    acc = table_t.dtype
-    s = torch.matmul(q_i, k_j.transpose(-1, -2)).to(acc)  # (B, H, bq, bk)
-    if scale != 1.0:  # T5's scale is 1.0: skip a pass over the tile
-        s = s * scale
-    s = s + table_t[:, idx]  # (H, bq, bk) gathered bias, broadcast over the batch
-    keep = None
-    if mask is not None:
-        keep = mask[:, None, None, j0:j1]  # (B, 1, 1, bk)
-    if causal and j1 - 1 > i0 + (k_len - q_len):  # only diagonal tiles need the triangle
-        rows = torch.arange(i0, i1, device=q_i.device)[:, None]
-        cols = torch.arange(j0, j1, device=q_i.device)[None, :]
-        tri = cols <= rows + (k_len - q_len)  # (bq, bk), bottom-right as the reference
-        keep = tri if keep is None else keep & tri
-    return s if keep is None else s.masked_fill(~keep, float("-inf"))
+def table_bias(table_t: torch.Tensor, buckets: torch.Tensor, q_len: int):
+    """`bias_at` for `flash_forward`/`flash_backward`: a tile's `(H, bq, bk)` bias gathered from
+    the `(H, NB)` transposed table by the tile's bucket ids (broadcast over the batch)."""
+    return lambda i0, i1, j0, j1: table_t[:, tile_buckets(buckets, i0, i1, j0, j1, q_len)]
 
 
-def t5_flash_forward(q, k, v, table_t, buckets, mask, causal, scale, block_q, block_k):
-    """Tiled online-softmax forward: `out (B, H, Tq, Dh)` in q's dtype, `lse (B, H, Tq)` in the
-    accumulation dtype (+inf for rows that see no key, so the backward's exp(s - lse) is 0)."""
-    b, h, q_len, d = q.shape
-    k_len = k.shape[2]
-    f = dict(dtype=table_t.dtype, device=q.device)
-    out = torch.empty_like(q)
-    lse = torch.empty(b, h, q_len, **f)
-    for i0 in range(0, q_len, block_q):  # FA2 Alg. 1: outer loop over query blocks
-        i1 = min(i0 + block_q, q_len)
-        q_i = q[:, :, i0:i1]
-        m = torch.full((b, h, i1 - i0), float("-inf"), **f)  # running max
-        l = torch.zeros(b, h, i1 - i0, **f)  # running sum of exp(s - m)
-        acc = torch.zeros(b, h, i1 - i0, d, **f)  # running sum of exp(s - m) v
-        for j0 in range(0, key_end(i1, q_len, k_len, causal), block_k):
-            j1 = min(j0 + block_k, k_len)
-            idx = tile_buckets(buckets, i0, i1, j0, j1, q_len)
-            s = t5_tile_scores(
-                q_i, k[:, :, j0:j1], table_t, idx, mask, causal, scale, i0, j0, q_len, k_len
-            )
-            m_new = torch.maximum(m, s.amax(dim=-1))
-            m_safe = m_new.masked_fill(m_new == float("-inf"), 0.0)  # no key seen yet: no NaN
-            p = torch.exp(s - m_safe[..., None])  # (B, H, bq, bk)
-            alpha = torch.exp(m - m_safe)  # rescales the old sums when the max grows
-            l = alpha * l + p.sum(dim=-1)
-            acc = alpha[..., None] * acc + torch.matmul(p, v[:, :, j0:j1].to(p.dtype))
-            m = m_new
-        seen = l > 0
-        out[:, :, i0:i1] = (acc / torch.where(seen, l, 1.0)[..., None]).to(q.dtype)
-        lse[:, :, i0:i1] = torch.where(seen, m + torch.log(l), float("inf"))
-    return out, lse
+def table_grad_into(dtable_t: torch.Tensor, buckets: torch.Tensor, q_len: int):
+    """`add_bias_grad` scattering a tile's dS into the `(H, NB)` table gradient: summed over the
+    batch (the bias is shared by it), then added by bucket with one `index_add_`."""
+    h = dtable_t.shape[0]
 
+    def add(i0, i1, j0, j1, ds):
+        idx = tile_buckets(buckets, i0, i1, j0, j1, q_len)
+        dtable_t.index_add_(1, idx.reshape(-1), ds.sum(dim=0).reshape(h, -1))
 
-def t5_flash_backward(
-    do, q, k, v, out, lse, table_t, buckets, mask, causal, scale, block_q, block_k, table_grad
-):
-    """Recomputing backward (FA2 Alg. 2): grads of q, k, v and of the `(H, NB)` table.
-
-    With P = exp(S - lse) recomputed per tile and D = rowsum(dO * O): dV = P^T dO,
-    dS = P * (dO V^T - D), dQ = scale dS K, dK = scale dS^T Q, and d table^T[h, n] += the sum
-    of the tile's dS (over the batch too) where the bucket is n (one `index_add_` per tile).
-    """
-    b, h, q_len, _ = q.shape
-    k_len = k.shape[2]
-    acc = table_t.dtype
-    delta = torch.empty(b, h, q_len, dtype=acc, device=q.device)  # FA2's D_i = rowsum(dO * O)
-    for i0 in range(0, q_len, block_q):  # by query block: no (B, H, Tq, Dh) temporary
-        i1 = min(i0 + block_q, q_len)
-        delta[:, :, i0:i1] = (do[:, :, i0:i1].to(acc) * out[:, :, i0:i1].to(acc)).sum(dim=-1)
-    dq = torch.zeros(q.shape, dtype=acc, device=q.device)
-    dk = torch.zeros(k.shape, dtype=acc, device=q.device)
-    dv = torch.zeros(v.shape, dtype=acc, device=q.device)
-    dtable_t = torch.zeros_like(table_t) if table_grad else None  # (H, NB)
-    for j0 in range(0, k_len, block_k):  # FA2 backward: outer loop over key blocks
-        j1 = min(j0 + block_k, k_len)
-        k_j, v_j = k[:, :, j0:j1], v[:, :, j0:j1].to(acc)
-        dk_j, dv_j = torch.zeros_like(dk[:, :, j0:j1]), torch.zeros_like(dv[:, :, j0:j1])
-        for i0 in range(key_start(j0, q_len, k_len, causal) // block_q * block_q, q_len, block_q):
-            i1 = min(i0 + block_q, q_len)
-            q_i, do_i = q[:, :, i0:i1], do[:, :, i0:i1].to(acc)
-            idx = tile_buckets(buckets, i0, i1, j0, j1, q_len)
-            s = t5_tile_scores(q_i, k_j, table_t, idx, mask, causal, scale, i0, j0, q_len, k_len)
-            p = torch.exp(s - lse[:, :, i0:i1, None])  # the forward's probabilities; 0 if hidden
-            dv_j += torch.matmul(p.transpose(-1, -2), do_i)
-            dp = torch.matmul(do_i, v_j.transpose(-1, -2))  # (B, H, bq, bk)
-            ds = p * (dp - delta[:, :, i0:i1, None])
-            dq[:, :, i0:i1] += torch.matmul(ds, k_j.to(acc)) * scale
-            dk_j += torch.matmul(ds.transpose(-1, -2), q_i.to(acc)) * scale
-            if dtable_t is not None:
-                # The bias is shared by the batch: sum it out, then scatter by bucket.
-                dtable_t.index_add_(1, idx.reshape(-1), ds.sum(dim=0).reshape(h, -1))
-        dk[:, :, j0:j1], dv[:, :, j0:j1] = dk_j, dv_j
-    return dq, dk, dv, dtable_t
+    return add
 
 
 class T5FlashAttentionFunction(torch.autograd.Function):
@@ -167,9 +86,8 @@ class T5FlashAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, table, buckets, mask, causal, scale, block_q, block_k):
         table_t = table.t().to(accumulation_dtype(q.dtype)).contiguous()  # (H, NB), tiny
-        out, lse = t5_flash_forward(
-            q, k, v, table_t, buckets, mask, causal, scale, block_q, block_k
-        )
+        bias_at = table_bias(table_t, buckets, q.shape[2])
+        out, lse = flash_forward(q, k, v, bias_at, mask, causal, scale, block_q, block_k)
         ctx.save_for_backward(q, k, v, out, lse, table, buckets, mask)
         ctx.config = (causal, scale, block_q, block_k)
         ctx.mark_non_differentiable(lse)
@@ -181,9 +99,12 @@ class T5FlashAttentionFunction(torch.autograd.Function):
         q, k, v, out, lse, table, buckets, mask = ctx.saved_tensors
         causal, scale, block_q, block_k = ctx.config
         table_t = table.t().to(accumulation_dtype(q.dtype)).contiguous()
-        dq, dk, dv, dtable_t = t5_flash_backward(
-            do, q, k, v, out, lse, table_t, buckets, mask, causal, scale, block_q, block_k,
-            ctx.needs_input_grad[3],
+        q_len = q.shape[2]
+        dtable_t = torch.zeros_like(table_t) if ctx.needs_input_grad[3] else None  # (H, NB)
+        add_grad = None if dtable_t is None else table_grad_into(dtable_t, buckets, q_len)
+        dq, dk, dv = flash_backward(
+            do, q, k, v, out, lse, table_bias(table_t, buckets, q_len), add_grad, mask, causal,
+            scale, block_q, block_k,
         )  # fmt: skip
         dtable = None if dtable_t is None else dtable_t.t().contiguous().to(table.dtype)
         return (

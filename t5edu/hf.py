@@ -406,6 +406,7 @@ def save_pretrained(model: T5ForConditionalGeneration, path: str | os.PathLike) 
     }
     tmp = directory / f".model.safetensors.tmp{os.getpid()}"
     save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.chmod(tmp, 0o644)  # safetensors writes 0600; a checkpoint is read by other users too
     os.replace(tmp, directory / "model.safetensors")
     tmp = directory / f".config.json.tmp{os.getpid()}"
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -37,7 +37,7 @@ def error_lines(result) -> list[str]:
 
 def test_fresh_run_into_an_existing_run_is_refused(tmp_path):
     run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "step-000018").mkdir(parents=True)
     (run / "metrics.jsonl").write_text('{"kind": "train", "step": 18, "loss": 1.0}\n')
     refused = cli(tmp_path, "--steps", "2", "--out-dir", str(run))
     assert refused.returncode == 2, refused.stderr
@@ -51,6 +51,57 @@ def test_fresh_run_into_an_existing_run_is_refused(tmp_path):
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl", "train")] == [1, 2]
     both = cli(tmp_path, "--out-dir", str(run), "--overwrite", "--resume", "latest")
     assert both.returncode == 2 and "cannot be combined with --resume" in both.stderr
+
+
+def test_a_run_killed_before_its_first_save_is_not_offered_a_resume(tmp_path):
+    """Only metrics.jsonl (no checkpoint): --resume latest cannot work, so neither message may
+    send the user there; --overwrite is the way on (both were a dead end)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")
+    fresh = cli(tmp_path, "--steps", "2", "--out-dir", str(run))
+    assert fresh.returncode == 2
+    [line] = error_lines(fresh)
+    assert "saved no checkpoint" in line and "--resume" not in line and "--overwrite" in line
+    resumed = cli(tmp_path, "--steps", "2", "--out-dir", str(run), "--resume", "latest")
+    assert resumed.returncode == 2
+    [line] = error_lines(resumed)
+    assert "no checkpoint under --out-dir" in line and "--overwrite" in line
+
+
+def test_cuda_only_attention_backends_are_refused_before_any_work(tmp_path):
+    for backend in ("triton", "flex"):
+        out = cli(tmp_path, "--steps", "2", "--out-dir", str(tmp_path / backend),
+                  "--attention-backend", backend)  # fmt: skip
+        assert out.returncode == 2, out.stderr
+        [line] = error_lines(out)
+        assert f"--attention-backend {backend}:" in line and "--device cpu" in line
+        assert not (tmp_path / backend).exists()  # nothing written: no blocked directory
+
+
+def test_resumed_run_reports_its_own_steps_and_a_busy_directory_is_busy(tmp_path):
+    run = tmp_path / "run"
+    first = cli(tmp_path, "--steps", "3", "--out-dir", str(run))
+    assert first.returncode == 0, first.stderr
+    more = cli(tmp_path, "--steps", "5", "--out-dir", str(run), "--resume", "latest")
+    assert more.returncode == 0, more.stderr
+    assert "trained 2 steps (steps 4-5, resumed)" in more.stdout
+    # another process holds the lock: --resume latest is told the directory is busy
+    hold = (
+        "import sys, time\nfrom t5edu.train.run_dir import run_dir_lock\n"
+        "with run_dir_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = cli(tmp_path, "--steps", "6", "--out-dir", str(run), "--resume", "latest")
+        assert busy.returncode == 2 and "is in use by another trainer" in busy.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    weights = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    assert (weights / "model.safetensors").stat().st_mode & 0o777 == 0o644  # readable by all
 
 
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):

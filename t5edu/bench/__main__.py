@@ -101,6 +101,7 @@ def write_json(path: str, data: dict) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=1, sort_keys=False)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a result file is for everyone to read
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from t5edu.data import collate
+from t5edu.train.checkpoint import checkpoint_dirs
 from t5edu.train.distributed import STRATEGIES, barrier, cleanup, init_distributed
 from t5edu.train.optim import OPTIMIZERS
 from t5edu.train.run_dir import (
@@ -35,6 +36,12 @@ from t5edu.train.run_dir import (
 )
 from t5edu.train.schedules import SCHEDULES
 from t5edu.train.trainer import PRECISIONS, ConfigError, NonFiniteError, TrainConfig, Trainer
+
+# Attention backends with no CPU training path, refused before any work rather than at step 1.
+CUDA_ONLY_BACKENDS = {
+    "triton": "the Triton kernels need a CUDA device",
+    "flex": "FlexAttention trains only on CUDA (its CPU reference has no backward)",
+}
 
 DEFAULTS = TrainConfig(steps=1200, batch_size=16, warmup_steps=50, eval_every=200, log_every=10)
 
@@ -379,15 +386,29 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.resume not in (None, "latest") and not Path(args.resume).exists():
         parser.error(f"--resume: no checkpoint found at {args.resume!r}")
-    if args.resume == "latest" and not (Path(args.out_dir) / "checkpoints").is_dir():
-        parser.error(f"--resume latest: no checkpoints/ under --out-dir {args.out_dir!r}")
+    if args.attention_backend in CUDA_ONLY_BACKENDS and not (
+        args.device != "cpu" and torch.cuda.is_available()
+    ):
+        cuda = "available" if torch.cuda.is_available() else "absent"
+        parser.error(
+            f"--attention-backend {args.attention_backend}: "
+            f"{CUDA_ONLY_BACKENDS[args.attention_backend]}; got --device {args.device} with "
+            f"CUDA {cuda} (on the CPU use flash, the same tiled algorithm in PyTorch, or sdpa)"
+        )
     info = init_distributed(None if args.device == "auto" else args.device)
     # Process 0 writes the run directory and holds its lock until it exits (or is killed).
     lock = run_dir_lock(args.out_dir) if info.is_main else contextlib.nullcontext()
     try:
-        with lock:
+        with lock:  # first the lock: a busy directory is reported as busy, not as empty
+            ckpts = Path(args.out_dir) / "checkpoints"
+            saved = ckpts.is_dir() and bool(checkpoint_dirs(ckpts))
+            if args.resume == "latest" and not saved:
+                parser.error(
+                    f"--resume latest: no checkpoint under --out-dir {args.out_dir!r} (a run "
+                    "killed before its first save); start it again with --overwrite"
+                )
             if args.resume is None and (info.is_main or not args.overwrite):
-                check_fresh_run(args.out_dir, args.overwrite)
+                check_fresh_run(args.out_dir, args.overwrite, resumable=saved)
             barrier()  # every process has looked before process 0 writes anything
             return _run(parser, args, info, cfg)
     except (RunDirBusy, RunExists) as e:  # one line, no traceback
@@ -431,7 +452,7 @@ def _run(parser, args, info, cfg) -> int:
             trainer.load(resume)
         except ValueError as e:
             parser.exit(2, f"{parser.prog}: error: --resume: {e}\n")
-    t1 = time.perf_counter()
+    t1, first_step = time.perf_counter(), trainer.step
     try:
         history = trainer.train()
     except NonFiniteError as e:  # nothing non-finite was saved: point at what was
@@ -443,7 +464,7 @@ def _run(parser, args, info, cfg) -> int:
         )
         parser.exit(1, f"{parser.prog}: error: {e}; {kept}\n")
     if info.is_main:
-        report(history, time.perf_counter() - t1, Path(args.out_dir), trainer)
+        report(history, time.perf_counter() - t1, Path(args.out_dir), trainer, first_step)
     return 0
 
 
@@ -452,14 +473,18 @@ def _local_numel(p: torch.Tensor) -> int:
     return p.to_local().numel() if hasattr(p, "to_local") else p.numel()
 
 
-def report(history, wall, out_dir: Path, trainer) -> None:
+def report(history, wall, out_dir: Path, trainer, first_step: int = 0) -> None:
     """Print the validation curve, final metrics, sample generations and the HF load check."""
     evals = [r for r in history if r["kind"] == "eval"]
+    done = trainer.step - first_step  # this run's steps: a resumed run started at first_step
+    trained = f"trained {done} steps"
+    if first_step:
+        trained += f" (steps {first_step + 1}-{trainer.step}, resumed)"
     if not evals:
         why = "(--eval-every 0)" if not trainer.config.eval_every else "in this run (resumed)"
-        print(f"\ntrained {trainer.step} steps in {wall:.0f}s; no evaluation {why}")
+        print(f"\n{trained} in {wall:.0f}s; no evaluation {why}")
     else:
-        print(f"\ntrained {trainer.step} steps in {wall:.0f}s; validation loss by step:")
+        print(f"\n{trained} in {wall:.0f}s; validation loss by step:")
     for r in evals:
         extra = "  ".join(
             f"{k}={v:.3f}" for k, v in r.items() if k.endswith(("exact_match", "rougeL"))

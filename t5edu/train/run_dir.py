@@ -70,11 +70,15 @@ def holds_lock(path: str | os.PathLike) -> bool:
 RUN_FILES = ("checkpoints", "metrics.jsonl")  # what marks a directory as holding a run
 
 
-def check_fresh_run(out_dir: str | os.PathLike, overwrite: bool = False) -> None:
+def check_fresh_run(
+    out_dir: str | os.PathLike, overwrite: bool = False, resumable: bool = True
+) -> None:
     """Refuse to start a new run where one exists, unless `overwrite` (then delete the old one).
 
     Only the run's own files (`checkpoints/`, `metrics.jsonl`) count and are deleted: a
     directory that merely holds other files, or a tokenizer, is left alone. Call with the lock.
+    `resumable` says whether the old run saved a checkpoint: only then is `--resume latest`
+    offered (a run killed before its first save leaves only `metrics.jsonl`).
 
     Raises:
         RunExists: naming the directory and the three ways on.
@@ -84,9 +88,13 @@ def check_fresh_run(out_dir: str | os.PathLike, overwrite: bool = False) -> None
     if not found:
         return
     if not overwrite:
+        if resumable:
+            ways = "continue it with --resume latest, choose a new --out-dir, or pass --overwrite"
+        else:
+            ways = "it saved no checkpoint to resume: choose a new --out-dir, or pass --overwrite"
         raise RunExists(
-            f"--out-dir {str(out_dir)!r} already holds a run ({', '.join(found)}); continue it "
-            "with --resume latest, choose a new --out-dir, or pass --overwrite to replace it"
+            f"--out-dir {str(out_dir)!r} already holds a run ({', '.join(found)}); {ways} to "
+            "replace it"
         )
     for name in found:  # renamed first (atomic): a kill mid-delete leaves no half of a run
         trash = out_dir / f".old-{name}-{os.getpid()}"

@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -494,7 +495,7 @@ def test_cli_trains_resumes_and_writes_a_transformers_checkpoint(tmp_path):
         (["--device", "tpu"], "argument --device: expected auto, cpu, cuda or cuda:N; got 'tpu'"),
         (["--preset", "nope", "--data", "toy"], "--preset: name must be one of"),
         (["--resume", "/no/such/checkpoint"], "--resume: no checkpoint found at"),
-        (["--resume", "latest", "--out-dir", "/no/such/run"], "no checkpoints/ under --out-dir"),
+        (["--resume", "latest", "--out-dir", "/no/such/run"], "no checkpoint under --out-dir"),
     ],
 )
 def test_cli_bad_options_fail_fast_in_one_line(argv, message, capsys):
@@ -506,6 +507,7 @@ def test_cli_bad_options_fail_fast_in_one_line(argv, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not Path("/no").exists()  # a usage error writes nothing, not even a folder
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a CPU-only torch")

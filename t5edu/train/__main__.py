@@ -386,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.resume not in (None, "latest") and not Path(args.resume).exists():
         parser.error(f"--resume: no checkpoint found at {args.resume!r}")
+    no_checkpoint = (
+        f"--resume latest: no checkpoint under --out-dir {args.out_dir!r}; start a new run there "
+        "(with --overwrite if it holds a run killed before its first save)"
+    )
+    if args.resume == "latest" and not (Path(args.out_dir) / "checkpoints").is_dir():
+        parser.error(no_checkpoint)  # checked before the lock, which would create the folder
     if args.attention_backend in CUDA_ONLY_BACKENDS and not (
         args.device != "cpu" and torch.cuda.is_available()
     ):
@@ -399,14 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     # Process 0 writes the run directory and holds its lock until it exits (or is killed).
     lock = run_dir_lock(args.out_dir) if info.is_main else contextlib.nullcontext()
     try:
-        with lock:  # first the lock: a busy directory is reported as busy, not as empty
+        # the lock before the checkpoints: a busy run that has not saved yet is reported busy
+        with lock:
             ckpts = Path(args.out_dir) / "checkpoints"
             saved = ckpts.is_dir() and bool(checkpoint_dirs(ckpts))
             if args.resume == "latest" and not saved:
-                parser.error(
-                    f"--resume latest: no checkpoint under --out-dir {args.out_dir!r} (a run "
-                    "killed before its first save); start it again with --overwrite"
-                )
+                parser.error(no_checkpoint)
             if args.resume is None and (info.is_main or not args.overwrite):
                 check_fresh_run(args.out_dir, args.overwrite, resumable=saved)
             barrier()  # every process has looked before process 0 writes anything

@@ -148,6 +148,7 @@ def run(
             usable.append(name)
         else:
             skipped[name] = reason
+    itemsize = torch.empty((), dtype=dtype).element_size()
     rows = []
     for n in sweep["lengths"]:
         q, k, v, bias = _inputs(b, h, n, dh, device, dtype, bias_grad=True)
@@ -156,15 +157,10 @@ def run(
         timings = time_alternating(
             fns, device=device, warmup=1, repeats=repeats, min_sample_s=0.05 if quick else 0.2
         )
-        itemsize = torch.empty((), dtype=dtype).element_size()
         lower = gradient_bytes(b, h, n, dh, itemsize, bias_learned=True)
         lower_frozen = gradient_bytes(b, h, n, dh, itemsize, bias_learned=False)
-        for name in usable:
-            for t in (q, k, v, bias):  # timing left gradients behind; measure a fresh call
-                t.grad = None
+        for name in usable:  # each call clears the grads it finds first: a fresh step
             mem = checked_peak_memory(fns[name], device, lower, f"{name} at N={n}, bias learned")
-            for t in (q, k, v, bias):
-                t.grad = None
             frozen = _fwd_bwd(name, q, k, v, bias.detach(), grad)
             mem_frozen = checked_peak_memory(frozen, device, lower_frozen, f"{name}, N={n}, frozen")
             rows.append(

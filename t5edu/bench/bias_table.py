@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from t5edu.backends import attention
+from t5edu.bench import attention as attention_bench
 from t5edu.bench.timing import checked_peak_memory, time_alternating
 from t5edu.relative_position import RelativePositionBias
 from t5edu.t5_flash import t5_flash_attention
@@ -81,7 +82,7 @@ def check_sides_agree(device, dtype, n: int = 96) -> float:
 
 def gradient_bytes(b: int, h: int, n: int, dh: int, itemsize: int, num_buckets: int) -> int:
     """dq, dk, dv `(b, h, n, dh)` each and the `(num_buckets, h)` table gradient, in bytes."""
-    return (3 * b * h * n * dh + num_buckets * h) * itemsize
+    return attention_bench.gradient_bytes(b, h, n, dh, itemsize, False) + num_buckets * h * itemsize
 
 
 def run(

@@ -98,9 +98,15 @@ def check_mask_values(attention_mask: torch.Tensor | None, name: str = "attentio
     """Raise ValueError naming `name` unless every entry of an integer mask is 0 or 1.
 
     A mask holding e.g. 2 or -1 is almost always a bug (token ids passed by mistake), and
-    `mask.bool()` would silently treat it as 1. Bool masks need no check (no device sync).
+    `mask.bool()` would silently treat it as 1. Bool masks need no check (no device sync). The
+    test of an integer mask is a host sync, so under `torch.compiler.is_compiling()` it is
+    skipped (a graph cannot raise on a value): compiled callers pass bool masks or are trusted.
     """
-    if attention_mask is None or attention_mask.dtype == torch.bool:
+    if (
+        attention_mask is None
+        or attention_mask.dtype == torch.bool
+        or torch.compiler.is_compiling()
+    ):
         return
     bad = (attention_mask != 0) & (attention_mask != 1)
     if bad.any():
@@ -165,6 +171,12 @@ def scaled_dot_product_attention(
     """
     check_attention_inputs(q, k, v, bias, attention_mask)
     check_scale_and_dropout(scale, dropout_p)
+    return reference_attention_unchecked(q, k, v, bias, attention_mask, causal, scale, dropout_p)
+
+
+def reference_attention_unchecked(q, k, v, bias, attention_mask, causal, scale, dropout_p):
+    """`scaled_dot_product_attention` without its input checks, for callers that checked at
+    their boundary (a T5 model checks its input once per forward, not in every layer)."""
     tq, tk = q.shape[2], k.shape[2]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = torch.matmul(q, k.transpose(-1, -2))  # (B, H, Tq, Tk)

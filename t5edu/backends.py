@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from t5edu.attention import (
     check_attention_inputs,
     check_scale_and_dropout,
+    reference_attention_unchecked,
     scaled_dot_product_attention,
     visible_keys,
 )
-from t5edu.flash_attention import check_no_dropout, flash_attention
+from t5edu.flash_attention import check_no_dropout, flash_attention, flash_attention_unchecked
 from t5edu.memory_efficient import memory_efficient_attention
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,16 @@ def sdpa_attention(
     have returned NaN for such rows (pytorch/pytorch#110213), so this does not rely on them.
     """
     check_attention_inputs(q, k, v, bias, attention_mask)
+    return sdpa_attention_unchecked(
+        q, k, v, bias=bias, attention_mask=attention_mask, causal=causal, scale=scale,
+        dropout_p=dropout_p,
+    )  # fmt: skip
+
+
+def sdpa_attention_unchecked(
+    q, k, v, *, bias=None, attention_mask=None, causal=False, scale=None, dropout_p=0.0
+) -> torch.Tensor:
+    """`sdpa_attention` without its input checks (see `attention_unchecked`)."""
     tq, tk = q.shape[2], k.shape[2]
     keep = visible_keys(attention_mask, causal, tq, tk, q.device)
     mask = None if bias is None else bias.to(q.dtype)
@@ -110,6 +121,15 @@ def t5_flash_backend(
     """
     check_no_dropout(dropout_p, "t5_flash")
     return flash_attention(
+        q, k, v, bias=bias, attention_mask=attention_mask, causal=causal, scale=scale
+    )
+
+
+def _t5_flash_unchecked(
+    q, k, v, *, bias=None, attention_mask=None, causal=False, scale=None, dropout_p=0.0
+) -> torch.Tensor:
+    check_no_dropout(dropout_p, "t5_flash")
+    return flash_attention_unchecked(
         q, k, v, bias=bias, attention_mask=attention_mask, causal=causal, scale=scale
     )
 
@@ -312,3 +332,58 @@ def attention(
         scale=scale,
         dropout_p=dropout_p,
     )
+
+
+# Backends whose input checks can be skipped by a caller that checked at its boundary; the
+# others (memory_efficient, triton, flex, auto) check shapes only, in plain Python, and a bool
+# mask needs no value test, so they add no host sync either.
+def _naive_unchecked(
+    q, k, v, *, bias=None, attention_mask=None, causal=False, scale=None, dropout_p=0.0
+) -> torch.Tensor:
+    return reference_attention_unchecked(q, k, v, bias, attention_mask, causal, scale, dropout_p)
+
+
+def _flash_unchecked(
+    q, k, v, *, bias=None, attention_mask=None, causal=False, scale=None, dropout_p=0.0
+) -> torch.Tensor:
+    return flash_attention_unchecked(
+        q, k, v, bias=bias, attention_mask=attention_mask, causal=causal, scale=scale,
+        dropout_p=dropout_p,
+    )  # fmt: skip
+
+
+_UNCHECKED: dict[str, Callable[..., torch.Tensor]] = {
+    "naive": _naive_unchecked,
+    "sdpa": sdpa_attention_unchecked,
+    "flash": _flash_unchecked,
+    "t5_flash": _t5_flash_unchecked,
+}
+
+
+def attention_unchecked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    backend: str = "naive",
+) -> torch.Tensor:
+    """`attention` for callers that validated their input once, at their boundary.
+
+    A T5 model checks its ids and masks where they enter (`T5Model.forward`, `generate`) and
+    hands its layers bool masks (or None), its own bias and q, k, v of its own making; its
+    layers call this, so no layer re-checks shapes or reads a mask value (a host sync on a
+    GPU). `backend` must be a registered name (the model checked it at construction). Same
+    arguments and results as `attention`; anything invalid fails in torch, not with a message.
+    """
+    fn = _UNCHECKED.get(backend)
+    if fn is None:
+        fn = BACKENDS[backend]
+    return fn(
+        q, k, v, bias=bias, attention_mask=attention_mask, causal=causal, scale=scale,
+        dropout_p=dropout_p,
+    )  # fmt: skip

@@ -15,7 +15,9 @@ from t5edu.relative_position import check_bucket_settings
 POSITION_ENCODINGS = ("relative_bias", "rope", "alibi")
 
 # Fields beyond HF's T5Config (absent from HF config.json files).
-_T5EDU_FIELDS = ("position_encoding", "norm_type", "rope_base")
+_T5EDU_FIELDS = ("position_encoding", "norm_type", "rope_base", "lm_head_init")
+# How an untied LM head is initialised: std = initializer_factor * scale.
+LM_HEAD_INITS = ("hf", "fan_in")
 _HF_NORMS = ("rmsnorm", "fast_rmsnorm")  # HF's T5LayerNorm, computed identically
 
 
@@ -53,6 +55,8 @@ class T5Config:
     dropout_rate: float = 0.1
     layer_norm_epsilon: float = 1e-6
     initializer_factor: float = 1.0  # scales every init std (HF's testing knob)
+    # Untied head's init std: "hf" = 1 (HF, nanoT5), "fan_in" = d_model**-0.5 (Mesh TF's dense).
+    lm_head_init: str = "hf"
     feed_forward_proj: str = "relu"  # "relu" (v1.0), "gated-gelu" (v1.1), or any GLU name
     tie_word_embeddings: bool = True  # LM head shares the embedding (v1.0)
     scale_decoder_outputs: bool | None = None  # d_model**-0.5 before the head; None: as tied
@@ -93,6 +97,10 @@ class T5Config:
             raise ValueError(f"layer_norm_epsilon must be > 0; got {self.layer_norm_epsilon!r}")
         if not self.initializer_factor > 0:
             raise ValueError(f"initializer_factor must be > 0; got {self.initializer_factor!r}")
+        if self.lm_head_init not in LM_HEAD_INITS:
+            raise ValueError(
+                f"lm_head_init must be one of {LM_HEAD_INITS}; got {self.lm_head_init!r}"
+            )
         if self.feed_forward_proj not in FEED_FORWARD_PROJ:
             raise ValueError(
                 f"feed_forward_proj must be one of {sorted(FEED_FORWARD_PROJ)}; "

@@ -257,14 +257,32 @@ def flash_attention(
     2023); online softmax from Milakov & Gimelshein 2018. Taught in chapter 9.
     """
     check_attention_inputs(q, k, v, bias, attention_mask)
-    check_no_dropout(dropout_p, "flash")
     for name, size in (("block_q", block_q), ("block_k", block_k)):
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"{name} must be a positive int; got {size!r}")
+    return flash_attention_unchecked(
+        q, k, v, bias=bias, attention_mask=attention_mask, causal=causal, scale=scale,
+        dropout_p=dropout_p, block_q=block_q, block_k=block_k, return_lse=return_lse,
+    )  # fmt: skip
+
+
+def flash_attention_unchecked(
+    q, k, v, *, bias=None, attention_mask=None, causal=False, scale=None, dropout_p=0.0,
+    block_q=BLOCK_Q, block_k=BLOCK_K, return_lse=False,
+):  # fmt: skip
+    """`flash_attention` without its input checks, for callers that checked at their boundary
+    (a T5 model, once per forward). Still refuses `dropout_p != 0` (a mode, not an input)."""
+    check_no_dropout(dropout_p, "flash")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     mask = None if attention_mask is None else attention_mask.bool()
     out, lse = FlashAttentionFunction.apply(q, k, v, bias, mask, causal, scale, block_q, block_k)
     return (out, lse) if return_lse else out
 
 
-__all__ = ["flash_attention", "FlashAttentionFunction", "BLOCK_Q", "BLOCK_K"]
+__all__ = [
+    "flash_attention",
+    "flash_attention_unchecked",
+    "FlashAttentionFunction",
+    "BLOCK_Q",
+    "BLOCK_K",
+]

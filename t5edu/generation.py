@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 
 from t5edu.kv_cache import MIN_CAPACITY, T5Cache
 from t5edu.logits_processing import check_generate_args, warp_logits
 from t5edu.relative_position import bias_rows
-from t5edu.t5_checks import check_ids, check_mask, drop_full_mask
+from t5edu.t5_checks import check_ids_structure, check_mask_structure, check_values
 
 
 class _Decoder:
@@ -26,17 +25,24 @@ class _Decoder:
     on the model afterwards.
     """
 
-    def __init__(self, model, input_ids, attention_mask, max_length, use_cache, repeat=1):
+    def __init__(
+        self, model, input_ids, attention_mask, max_length, use_cache, repeat=1, static=False
+    ):
+        """`input_ids` and `attention_mask` as `generate` checked them: the mask in its final
+        form (bool, or None when it hides nothing, so every cross-attention skips masking).
+        No step checks anything again. `static`: allocate the KV cache and the bias vector for
+        `max_length` positions at once (`T5Cache(preallocate=True)`), so a compiled `step`
+        compiles for the first two steps only, instead of again at every doubling."""
         self.model, self.use_cache, self.max_length = model, use_cache, max_length
-        # Once per generate, not per step: with no padding every cross-attention skips masking.
-        attention_mask = drop_full_mask(attention_mask, input_ids.shape)
-        enc = model.encoder(input_ids, attention_mask).last_hidden_state  # (B, S, D)
+        self.static = static
+        enc = model.encoder(input_ids, attention_mask, validate=False).last_hidden_state
         if repeat > 1:  # each beam attends to its own copy of its input's encoding
             enc = enc.repeat_interleave(repeat, dim=0)  # (B*K, S, D)
             if attention_mask is not None:
                 attention_mask = attention_mask.repeat_interleave(repeat, dim=0)
         self.enc, self.enc_mask = enc, attention_mask
-        self.cache = T5Cache(len(model.decoder.block), max_length) if use_cache else None
+        n_layers = len(model.decoder.block)
+        self.cache = T5Cache(n_layers, max_length, preallocate=static) if use_cache else None
         # T5's bias depends on key - query only: an (H, 2c - 1) vector covers every position
         # below c, and a cached step's row is a slice of it (see `bias_rows`).
         self.by_distance: torch.Tensor | None = None
@@ -49,6 +55,8 @@ class _Decoder:
         covered = 0 if self.by_distance is None else (self.by_distance.shape[1] + 1) // 2
         if n > covered:
             covered = min(self.max_length, max(n, 2 * covered, MIN_CAPACITY))
+            if self.static:
+                covered = self.max_length
             self.by_distance = rpb.bias_by_distance(covered)  # (H, 2 * covered - 1)
         return bias_rows(self.by_distance, t, n - t, n)
 
@@ -58,39 +66,16 @@ class _Decoder:
         n = t + tokens.shape[1]
         bias = self.self_attention_bias(t, n)
         h = self.model.decoder(
-            tokens, self.enc, self.enc_mask, None, None, self.cache, self.use_cache, bias
-        ).last_hidden_state
-        return _head_logits(self.model, h[:, -1]).float()  # (N, V)
+            tokens, self.enc, self.enc_mask, None, None, self.cache, self.use_cache, bias,
+            validate=False,
+        ).last_hidden_state  # fmt: skip
+        # One matmul over the whole vocabulary: slicing it into cache-sized chunks was about
+        # 1.4x faster on an AMD CPU but not bit-identical to HF under MKL on an Intel one.
+        return self.model.logits_from_hidden(h[:, -1:])[:, 0].float()  # (N, V)
 
     def reorder(self, index: torch.Tensor) -> None:
         if self.cache is not None:
             self.cache.reorder(index)
-
-
-HEAD_CHUNK = 1024  # vocabulary rows per LM-head matmul while decoding
-
-
-def _head_logits(model, h: torch.Tensor) -> torch.Tensor:
-    """The LM head on the newest decoder states `(N, D)` -> `(N, V)`, in vocabulary chunks.
-
-    Same numbers as `model.logits_from_hidden`: each logit is the same length-D dot product,
-    computed by the same BLAS routine on a slice of the weight's rows, so the values are
-    bit-identical (tests/test_generation.py checks it). Why chunk: with a few rows, MKL's sgemm
-    streams T5's whole `(V, D)` weight (66 MB for t5-small) about 1.4x slower than it does
-    cache-sized slices, plausibly because it packs the weight into a buffer that no longer fits
-    in cache (measured, 1 thread: about 11 -> 8 ms per step at batch 2). Training and `forward`
-    keep the single matmul.
-    """
-    if model.config.scale_decoder_outputs:
-        h = h * (model.config.d_model**-0.5)
-    w = model.lm_head.weight  # (V, D)
-    # Measured (and checked bit-identical) on CPU float32 with up to 64 rows; elsewhere a GPU
-    # library may pick another algorithm per slice shape (split-K), so keep the single matmul.
-    measured = h.device.type == "cpu" and h.dtype == torch.float32 and h.shape[0] <= 64
-    if not measured or w.shape[0] <= 2 * HEAD_CHUNK:
-        return model.lm_head(h)
-    parts = [F.linear(h, w[i : i + HEAD_CHUNK]) for i in range(0, w.shape[0], HEAD_CHUNK)]
-    return torch.cat(parts, dim=-1)  # (N, V)
 
 
 def device_memory_bytes(device: torch.device) -> int | None:
@@ -144,7 +129,7 @@ def _infer_mask(input_ids, attention_mask, config):
     # As HF: without a mask, pad tokens in the input are hidden (when pad differs from EOS).
     if attention_mask is None and config.pad_token_id != config.eos_token_id:
         if bool((input_ids == config.pad_token_id).any()):
-            return (input_ids != config.pad_token_id).long()
+            return input_ids != config.pad_token_id  # bool, the layers' form
     return attention_mask
 
 
@@ -196,14 +181,19 @@ def generate(
     search), whose outputs tests/test_generation.py checks token for token. Chapter 4.
     """
     config = model.config
-    check_ids("input_ids", input_ids, config.vocab_size)
-    check_mask("attention_mask", attention_mask, input_ids.shape)
+    check_ids_structure("input_ids", input_ids)
+    check_mask_structure("attention_mask", attention_mask, input_ids.shape)
     check_generate_args(
         max_new_tokens, num_beams, temperature, top_k, top_p, early_stopping, length_penalty,
         do_sample, use_cache,
     )  # fmt: skip
     check_generation_fits(
         model, input_ids.shape[0], max_new_tokens, num_beams, use_cache, input_ids.device
+    )
+    # Checked once, here: the ids' range and the mask's values in one host sync, the mask in
+    # its final form for every step (see `t5edu.t5_checks.check_values`).
+    (attention_mask,) = check_values(
+        [("input_ids", input_ids, False)], config.vocab_size, [("attention_mask", attention_mask)]
     )
     attention_mask = _infer_mask(input_ids, attention_mask, config)
     if num_beams == 1:

@@ -24,6 +24,11 @@ class T5Cache:
             doublings only, and a generation that stops early holds no storage for the
             positions it never reached (what `generate` uses); when None it grows by
             concatenation (works with autograd).
+        preallocate: with `max_length`, allocate the storage for all `max_length` positions at
+            the first step instead of doubling: every later step then runs the same code on
+            the same storage, so a `torch.compile`d decoding step compiles for the first step
+            (no cross-attention cache yet) and the second (the cached length turns symbolic)
+            and never again (tests/test_compile.py). Memory for max_length positions up front.
 
     `length` is the number of cached target positions. The decoder calls `update(i, k, v)` in
     each layer and `advance(t)` once after all layers. Returned by the model as
@@ -33,8 +38,10 @@ class T5Cache:
         ValueError: when a step would exceed `max_length`, or for a bad `reorder` index.
     """
 
-    def __init__(self, num_layers: int, max_length: int | None = None):
-        self.num_layers, self.max_length = num_layers, max_length
+    def __init__(self, num_layers: int, max_length: int | None = None, preallocate: bool = False):
+        if preallocate and max_length is None:
+            raise ValueError("preallocate=True needs max_length (the positions to allocate)")
+        self.num_layers, self.max_length, self.preallocate = num_layers, max_length, preallocate
         self.length = 0
         self.self_k: list[torch.Tensor | None] = [None] * num_layers
         self.self_v: list[torch.Tensor | None] = [None] * num_layers
@@ -61,6 +68,8 @@ class T5Cache:
         capacity = 0 if self.self_k[i] is None else self.self_k[i].shape[2]
         if pos + t > capacity:  # doubling: O(1) amortised copies per position
             capacity = min(self.max_length, max(pos + t, 2 * capacity, MIN_CAPACITY))
+            if self.preallocate:
+                capacity = self.max_length
             shape = (k.shape[0], k.shape[1], capacity, k.shape[3])
             new_k, new_v = k.new_empty(shape), v.new_empty(shape)
             if pos:

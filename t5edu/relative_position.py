@@ -117,26 +117,33 @@ class RelativePositionBias(nn.Module):
     def buckets(self, q_len: int, k_len: int, offset: int = 0) -> torch.Tensor:
         """int64 `(q_len, k_len)` bucket ids for queries at `offset..offset+q_len-1`.
 
-        The last few tables are kept (training repeats the same lengths every step)."""
+        The last few tables are kept (training repeats the same lengths every step). Under
+        `torch.compile` the table is computed in the graph instead (a few integer ops the
+        compiler fuses; a cache of tensors would be a side effect it must guard and replay)."""
         if q_len < 0 or k_len < 0 or offset < 0:
             raise ValueError(
                 f"q_len, k_len and offset must be >= 0; got {q_len}, {k_len}, {offset}"
             )
         dev = self.weight.device
+        if torch.compiler.is_compiling():
+            return self._table(q_len, k_len, offset, dev)
         key = (q_len, k_len, offset, dev)
         table = self._bucket_cache.get(key)
         if table is None:
-            query = torch.arange(offset, offset + q_len, device=dev)[:, None]  # (Tq, 1)
-            memory = torch.arange(k_len, device=dev)[None, :]  # (1, Tk)
-            table = relative_position_bucket(
-                memory - query, self.bidirectional, self.num_buckets, self.max_distance
-            )
+            table = self._table(q_len, k_len, offset, dev)
             if torch.is_inference_mode_enabled():
                 return table  # an inference tensor may not be saved for a later backward
             if len(self._bucket_cache) >= 8:
                 self._bucket_cache.pop(next(iter(self._bucket_cache)))
             self._bucket_cache[key] = table
         return table
+
+    def _table(self, q_len: int, k_len: int, offset: int, device) -> torch.Tensor:
+        query = torch.arange(offset, offset + q_len, device=device)[:, None]  # (Tq, 1)
+        memory = torch.arange(k_len, device=device)[None, :]  # (1, Tk)
+        return relative_position_bucket(
+            memory - query, self.bidirectional, self.num_buckets, self.max_distance
+        )
 
     def forward(self, q_len: int, k_len: int, offset: int = 0) -> torch.Tensor:
         idx = self.buckets(q_len, k_len, offset).reshape(-1)  # (Tq*Tk,)

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from t5edu.backends import attention
+from t5edu.backends import attention_unchecked
 from t5edu.config import T5Config
 from t5edu.flash_attention import check_no_dropout
 from t5edu.kv_cache import T5Cache
 from t5edu.relative_position import RelativePositionBias
-from t5edu.t5_flash import t5_flash_attention
+from t5edu.t5_flash import t5_flash_attention_unchecked
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,10 @@ class T5Attention(nn.Module):
     a materialised tensor bias (generation's precomputed rows, ALiBi) or none (cross-attention,
     RoPE) it runs `flash`. It has no attention dropout: in training with `dropout_rate > 0` it
     raises ValueError, as `flash` does. Other backends materialise a `RelativeBiasTable`.
+
+    No input checks here: the model checks its input once, where it enters (`T5Model.forward`,
+    `generate`, a stack called on its own), and passes masks in their final form (bool or
+    None); the attention core runs through `t5edu.backends.attention_unchecked`.
 
     Source: Vaswani et al. 2017, sec. 3.2; Raffel et al. 2020; HF `T5Attention`.
     """
@@ -132,7 +136,7 @@ class T5Attention(nn.Module):
             if self.backend == "t5_flash":
                 check_no_dropout(dropout_p, "t5_flash")
                 rpb = position_bias.module
-                out = t5_flash_attention(
+                out = t5_flash_attention_unchecked(
                     q, k, v, rpb.weight, bidirectional=rpb.bidirectional,
                     num_buckets=rpb.num_buckets, max_distance=rpb.max_distance,
                     attention_mask=attention_mask, causal=causal, offset=position_bias.offset,
@@ -140,7 +144,7 @@ class T5Attention(nn.Module):
                 )  # fmt: skip
                 return self.o(out.transpose(1, 2).reshape(b, tq, -1))  # (B, Tq, D)
             position_bias = position_bias.materialise(tq, k.shape[2])  # (1, H, Tq, Tk)
-        out = attention(
+        out = attention_unchecked(
             q,
             k,
             v,

@@ -213,6 +213,19 @@ def t5_flash_attention(
         block_q, block_k,
     )  # fmt: skip
     check_scale_and_dropout(scale, 0.0)
+    return t5_flash_attention_unchecked(
+        q, k, v, bias_table, bidirectional=bidirectional, num_buckets=num_buckets,
+        max_distance=max_distance, attention_mask=attention_mask, causal=causal, offset=offset,
+        scale=scale, block_q=block_q, block_k=block_k,
+    )  # fmt: skip
+
+
+def t5_flash_attention_unchecked(
+    q, k, v, bias_table, *, bidirectional, num_buckets, max_distance, attention_mask=None,
+    causal=False, offset=0, scale=1.0, block_q=BLOCK_Q, block_k=BLOCK_K,
+) -> torch.Tensor:  # fmt: skip
+    """`t5_flash_attention` without its input checks, for `T5Attention` (its model checked the
+    input once, at the boundary; the table and bucket settings are the model's own)."""
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     q_len, k_len = q.shape[2], k.shape[2]
     buckets = relative_buckets(
@@ -225,4 +238,9 @@ def t5_flash_attention(
     return out
 
 
-__all__ = ["t5_flash_attention", "T5FlashAttentionFunction", "relative_buckets"]
+__all__ = [
+    "t5_flash_attention",
+    "t5_flash_attention_unchecked",
+    "T5FlashAttentionFunction",
+    "relative_buckets",
+]

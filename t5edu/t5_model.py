@@ -12,7 +12,12 @@ from torch import nn
 from t5edu.config import T5Config
 from t5edu.feed_forward import T5DenseActDense, T5DenseGatedActDense
 from t5edu.t5_attention import T5Attention
-from t5edu.t5_checks import check_embeds, check_ids, check_mask
+from t5edu.t5_checks import (
+    check_embeds,
+    check_ids_structure,
+    check_mask_structure,
+    check_values,
+)
 from t5edu.t5_outputs import Seq2SeqLMOutput, Seq2SeqModelOutput
 from t5edu.t5_stacks import T5Decoder, T5Encoder, T5EncoderOutput
 
@@ -24,6 +29,12 @@ class T5Model(nn.Module):
     decoder_attention_mask `(B, past + T)`, encoder_outputs (skip the encoder), past_key_values,
     inputs_embeds, decoder_inputs_embeds, use_cache) -> `Seq2SeqModelOutput`. Masks are bool or
     0/1 integers, 1 = attend (HF). The weights are initialised as HF's `_init_weights`.
+
+    Input is checked once, here, before any compute (`_check_inputs`): shapes and dtypes in
+    Python, every value check (ids in range, masks 0/1, whether a mask hides anything) in one
+    host sync; the masks then reach the layers as bool or None and nothing below checks again.
+    Under `torch.compiler.is_compiling()` the value checks are skipped (a graph cannot raise on
+    a value without a sync), so the model compiles to one graph; the shape checks remain.
 
     Raises:
         ValueError: naming the argument, for ids that are not `(batch, length)` integer tensors
@@ -99,54 +110,103 @@ class T5Model(nn.Module):
     def _embed_both(self, input_ids, decoder_input_ids):
         """Embed source and target with one lookup: training then builds one dense
         (vocab, d_model) embedding gradient instead of two that must be added."""
-        check_ids("input_ids", input_ids, self.config.vocab_size)
-        check_ids("decoder_input_ids", decoder_input_ids, self.config.vocab_size)
         n = input_ids.numel()
         emb = self.shared(torch.cat([input_ids.reshape(-1), decoder_input_ids.reshape(-1)]))
         src = emb[:n].view(*input_ids.shape, -1)  # (B, S, D)
         return src, emb[n:].view(*decoder_input_ids.shape, -1)  # (B, T, D)
 
-    def _encode(self, input_ids, attention_mask, inputs_embeds, encoder_outputs):
+    def _check_inputs(
+        self, input_ids, attention_mask, inputs_embeds, encoder_outputs, decoder_input_ids,
+        decoder_attention_mask, decoder_inputs_embeds, past_key_values, labels=None,
+        decoder_ids_from_labels=False,
+    ):  # fmt: skip
+        """Every check of `forward`, once, before any compute: shapes and dtypes in Python,
+        then all value checks (ids in range, masks 0/1) in one host sync (`check_values`,
+        skipped under `torch.compile`). Returns `(attention_mask, decoder_attention_mask)` in
+        their final form: bool, or None when they hide nothing. Stacks, blocks, layers and
+        decoding steps check nothing more."""
+        c, ids = self.config, []
+        if labels is not None:
+            check_ids_structure("labels", labels)
+            ids.append(("labels", labels, True))
         if encoder_outputs is not None:
-            if isinstance(encoder_outputs, (tuple, list)):
-                encoder_outputs = encoder_outputs[0]
-            if isinstance(encoder_outputs, torch.Tensor):
-                encoder_outputs = T5EncoderOutput(encoder_outputs)
-            return encoder_outputs
-        if input_ids is not None:
-            check_ids("input_ids", input_ids, self.config.vocab_size)
-        elif inputs_embeds is None:
-            raise ValueError("pass input_ids (or inputs_embeds, or encoder_outputs)")
-        shape = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
-        check_mask("attention_mask", attention_mask, shape)
-        return self.encoder(input_ids, attention_mask, inputs_embeds)
-
-    def _decode(self, enc, attention_mask, decoder_input_ids, decoder_attention_mask,
-                past_key_values, decoder_inputs_embeds, use_cache):  # fmt: skip
-        src = enc.last_hidden_state
+            src_shape = tuple(encoder_outputs.last_hidden_state.shape[:2])
+        else:
+            if input_ids is not None:
+                check_ids_structure("input_ids", input_ids)
+                ids.append(("input_ids", input_ids, False))
+            elif inputs_embeds is None:
+                raise ValueError("pass input_ids (or inputs_embeds, or encoder_outputs)")
+            src_shape = tuple((input_ids if input_ids is not None else inputs_embeds).shape[:2])
+            check_mask_structure("attention_mask", attention_mask, src_shape)
+            if input_ids is not None and inputs_embeds is not None:
+                raise ValueError("pass exactly one of input_ids and inputs_embeds")
+            if inputs_embeds is not None:
+                check_embeds("inputs_embeds", inputs_embeds, c.d_model, self.dtype)
         if decoder_input_ids is not None:
-            check_ids("decoder_input_ids", decoder_input_ids, self.config.vocab_size)
+            check_ids_structure("decoder_input_ids", decoder_input_ids)
+            if not decoder_ids_from_labels:  # shifted labels are in range when labels are
+                ids.append(("decoder_input_ids", decoder_input_ids, False))
+            if decoder_inputs_embeds is not None:
+                raise ValueError("pass exactly one of decoder_input_ids and decoder_inputs_embeds")
             b, t = decoder_input_ids.shape
         elif decoder_inputs_embeds is not None:
-            check_embeds(
-                "decoder_inputs_embeds", decoder_inputs_embeds, self.config.d_model, self.dtype
-            )
+            check_embeds("decoder_inputs_embeds", decoder_inputs_embeds, c.d_model, self.dtype)
             b, t = decoder_inputs_embeds.shape[:2]
         else:
             raise ValueError("pass decoder_input_ids (or labels, or decoder_inputs_embeds)")
-        if b != src.shape[0]:
+        if b != src_shape[0]:
             raise ValueError(
-                f"decoder_input_ids must have the encoder's batch size {src.shape[0]}; got {b}"
+                f"decoder_input_ids must have the encoder's batch size {src_shape[0]}; got {b}"
             )
-        check_mask("attention_mask", attention_mask, src.shape[:2])
+        check_mask_structure("attention_mask", attention_mask, src_shape)
         past = past_key_values.length if past_key_values is not None else 0
-        check_mask("decoder_attention_mask", decoder_attention_mask, (b, past + t))
+        check_mask_structure("decoder_attention_mask", decoder_attention_mask, (b, past + t))
+        masks = [
+            ("attention_mask", attention_mask),
+            ("decoder_attention_mask", decoder_attention_mask),
+        ]
+        return check_values(ids, c.vocab_size, masks)
+
+    @staticmethod
+    def _as_encoder_output(encoder_outputs):
+        if isinstance(encoder_outputs, (tuple, list)):
+            encoder_outputs = encoder_outputs[0]
+        if isinstance(encoder_outputs, torch.Tensor):
+            encoder_outputs = T5EncoderOutput(encoder_outputs)
+        return encoder_outputs
+
+    def _run(
+        self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+        encoder_outputs, past_key_values, inputs_embeds, decoder_inputs_embeds, use_cache,
+        labels=None, decoder_ids_from_labels=False,
+    ):  # fmt: skip
+        """Check once, then encode (unless `encoder_outputs`) and decode; `(enc, dec)` outputs."""
+        enc = self._as_encoder_output(encoder_outputs)
+        attention_mask, decoder_attention_mask = self._check_inputs(
+            input_ids, attention_mask, inputs_embeds, enc, decoder_input_ids,
+            decoder_attention_mask, decoder_inputs_embeds, past_key_values, labels,
+            decoder_ids_from_labels,
+        )  # fmt: skip
+        if (
+            torch.is_grad_enabled()
+            and self.shared.weight.requires_grad
+            and input_ids is not None
+            and decoder_input_ids is not None
+            and enc is None
+            and past_key_values is None
+        ):
+            inputs_embeds, decoder_inputs_embeds = self._embed_both(input_ids, decoder_input_ids)
+            input_ids = decoder_input_ids = None
+        if enc is None:
+            enc = self.encoder(input_ids, attention_mask, inputs_embeds, validate=False)
         if use_cache is None:
             use_cache = past_key_values is not None
-        return self.decoder(
-            decoder_input_ids, src, attention_mask, decoder_attention_mask, decoder_inputs_embeds,
-            past_key_values, use_cache,
+        dec = self.decoder(
+            decoder_input_ids, enc.last_hidden_state, attention_mask, decoder_attention_mask,
+            decoder_inputs_embeds, past_key_values, use_cache, validate=False,
         )  # fmt: skip
+        return enc, dec
 
     def forward(
         self,
@@ -160,10 +220,25 @@ class T5Model(nn.Module):
         decoder_inputs_embeds=None,
         use_cache=None,
     ) -> Seq2SeqModelOutput:
-        enc = self._encode(input_ids, attention_mask, inputs_embeds, encoder_outputs)
-        dec = self._decode(enc, attention_mask, decoder_input_ids, decoder_attention_mask,
-                           past_key_values, decoder_inputs_embeds, use_cache)  # fmt: skip
+        enc, dec = self._run(
+            input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+            encoder_outputs, past_key_values, inputs_embeds, decoder_inputs_embeds, use_cache,
+        )  # fmt: skip
         return Seq2SeqModelOutput(dec.last_hidden_state, dec.past_key_values, enc.last_hidden_state)
+
+
+def lm_head_init_std(config: T5Config) -> float:
+    """Init std of an untied LM head (`config.lm_head_init`).
+
+    "hf": `initializer_factor` (HF's `_init_weights`, copied by nanoT5). The head then sees a
+    normalised hidden state of RMS ~1 and returns logits of std ~sqrt(d_model), so a fresh
+    model's loss is tens of nats instead of ln V. "fan_in": `initializer_factor * d_model**-0.5`,
+    Mesh TensorFlow's default for the untied `logits` dense layer (variance 1/fan_in), which
+    gives logits of std ~1 and a first loss near ln V. Discussed in HF PR 26441 and nanoT5
+    issue 25; the tied head (T5 v1.0) instead rescales its input by d_model**-0.5.
+    """
+    scale = config.d_model**-0.5 if config.lm_head_init == "fan_in" else 1.0
+    return config.initializer_factor * scale
 
 
 class T5ForConditionalGeneration(T5Model):
@@ -191,7 +266,7 @@ class T5ForConditionalGeneration(T5Model):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.shared.weight
         else:
-            nn.init.normal_(self.lm_head.weight, std=config.initializer_factor)
+            nn.init.normal_(self.lm_head.weight, std=lm_head_init_std(config))
 
     def shift_right(self, labels: torch.Tensor) -> torch.Tensor:
         """`(B, T)` decoder inputs: decoder_start_token_id, then labels[:, :-1]; -100 -> pad."""
@@ -221,25 +296,17 @@ class T5ForConditionalGeneration(T5Model):
         labels=None,
         use_cache=None,
     ) -> Seq2SeqLMOutput:
-        if labels is not None:
-            check_ids("labels", labels, self.config.vocab_size, allow_ignore=True)
-            if decoder_input_ids is None and decoder_inputs_embeds is None:
-                decoder_input_ids = self.shift_right(labels)
-        ids_only = inputs_embeds is None and decoder_inputs_embeds is None
-        if (
-            torch.is_grad_enabled()
-            and self.shared.weight.requires_grad
-            and input_ids is not None
-            and decoder_input_ids is not None
-            and ids_only
-            and encoder_outputs is None
-            and past_key_values is None
-        ):
-            inputs_embeds, decoder_inputs_embeds = self._embed_both(input_ids, decoder_input_ids)
-            input_ids = decoder_input_ids = None
-        enc = self._encode(input_ids, attention_mask, inputs_embeds, encoder_outputs)
-        dec = self._decode(enc, attention_mask, decoder_input_ids, decoder_attention_mask,
-                           past_key_values, decoder_inputs_embeds, use_cache)  # fmt: skip
+        from_labels = (
+            labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None
+        )
+        if from_labels:
+            check_ids_structure("labels", labels)  # before shifting it
+            decoder_input_ids = self.shift_right(labels)
+        enc, dec = self._run(
+            input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+            encoder_outputs, past_key_values, inputs_embeds, decoder_inputs_embeds, use_cache,
+            labels, from_labels,
+        )  # fmt: skip
         logits = self.logits_from_hidden(dec.last_hidden_state)  # (B, T, V)
         loss = None
         if labels is not None:

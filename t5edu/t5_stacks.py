@@ -15,7 +15,12 @@ from t5edu.kv_cache import T5Cache
 from t5edu.norms import build_norm
 from t5edu.t5_attention import RelativeBiasTable
 from t5edu.t5_blocks import T5Block
-from t5edu.t5_checks import check_embeds, check_ids, drop_full_mask
+from t5edu.t5_checks import (
+    check_embeds,
+    check_ids_structure,
+    check_mask_structure,
+    check_values,
+)
 from t5edu.t5_outputs import T5DecoderOutput, T5EncoderOutput
 
 
@@ -80,22 +85,29 @@ class _T5Stack(nn.Module):
             return None
         return self.block[0].layer[0].SelfAttention.relative_attention_bias
 
-    def _embed(self, input_ids, inputs_embeds, name="inputs_embeds"):
+    def _check(self, input_ids, inputs_embeds, masks, name="inputs_embeds"):
+        """Check the input of a stack called on its own; return `masks` `[(name, mask, shape)]`
+        in their final form (see `t5edu.t5_checks.check_values`): one host sync in all."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError(f"pass exactly one of input_ids and {name}")
+        ids = []
         if inputs_embeds is None:
-            check_ids("input_ids", input_ids, self.embed_tokens.num_embeddings)
-            return self.embed_tokens(input_ids)
-        check_embeds(name, inputs_embeds, self.config.d_model, self.embed_tokens.weight.dtype)
-        return inputs_embeds
+            check_ids_structure("input_ids", input_ids)
+            ids.append(("input_ids", input_ids, False))
+        else:
+            check_embeds(name, inputs_embeds, self.config.d_model, self.embed_tokens.weight.dtype)
+        for mask_name, mask, shape in masks:
+            check_mask_structure(mask_name, mask, shape)
+        vocab = self.embed_tokens.num_embeddings
+        return check_values(ids, vocab, [(n, m) for n, m, _ in masks])
+
+    def _embed(self, input_ids, inputs_embeds):
+        return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
 
     def _run(self, h, position_bias, attention_mask, enc=None, enc_mask=None, cache=None):
-        # An all-ones mask hides nothing: dropping it once here spares every layer building and
-        # adding a (B, H, Tq, Tk) mask (HF builds it regardless). Same outputs either way.
-        b, t = h.shape[:2]
-        past = cache.length if cache is not None else 0
-        attention_mask = drop_full_mask(attention_mask, (b, past + t))
-        enc_mask = None if enc is None else drop_full_mask(enc_mask, (b, enc.shape[1]))
+        # The masks arrive in their final form: bool, or None when they hide nothing (dropped
+        # once where the input was checked, which spares every layer building and adding a
+        # (B, H, Tq, Tk) mask; HF builds it regardless). Same outputs either way.
         h = dropout(self.dropout, h)
         for block in self.block:
             if self.gradient_checkpointing and self.training and cache is None:
@@ -110,13 +122,27 @@ class _T5Stack(nn.Module):
 
 class T5Encoder(_T5Stack):
     """Bidirectional stack: forward(input_ids `(B, S)` | inputs_embeds `(B, S, D)`,
-    attention_mask `(B, S)` 1 = token, 0 = padding) -> `T5EncoderOutput`. HF's encoder `T5Stack`.
+    attention_mask `(B, S)` 1 = token, 0 = padding, validate) -> `T5EncoderOutput`. HF's
+    encoder `T5Stack`.
+
+    `validate=True` (a call from outside) checks the input as `T5Model.forward` does (ValueError
+    naming the argument; the value checks are one host sync, skipped under `torch.compile`).
+    The model, which checked its input already, passes `validate=False` with the mask in its
+    final form (bool, or None when it hides nothing).
     """
 
     def __init__(self, config: T5Config, embed_tokens: nn.Embedding):
         super().__init__(config, embed_tokens, is_decoder=False)
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> T5EncoderOutput:
+    def forward(
+        self, input_ids=None, attention_mask=None, inputs_embeds=None, validate: bool = True
+    ) -> T5EncoderOutput:
+        if validate:
+            x = input_ids if inputs_embeds is None else inputs_embeds
+            shape = None if x is None else tuple(x.shape[:2])
+            (attention_mask,) = self._check(
+                input_ids, inputs_embeds, [("attention_mask", attention_mask, shape)]
+            )
         h = self._embed(input_ids, inputs_embeds)  # (B, S, D)
         bias = self.self_attention_bias(h.shape[1], h.shape[1])
         return T5EncoderOutput(self._run(h, bias, attention_mask))
@@ -129,8 +155,13 @@ class T5Decoder(_T5Stack):
     encoder_attention_mask `(B, S)`, attention_mask `(B, past + T)`, past_key_values: a
     `T5Cache` holding `past` positions or None, use_cache, position_bias: a precomputed
     `(1, H, T, past + T)` bias (generation slices one table) or None to compute it; a given
-    tensor is used as is, also by `t5_flash`, which then runs `flash` with it)
+    tensor is used as is, also by `t5_flash`, which then runs `flash` with it), validate
     -> `T5DecoderOutput`. With use_cache and no cache given, a new `T5Cache` is started.
+
+    `validate=True` (a call from outside) checks ids, embeds, masks, the encoder states' and
+    the given bias's shapes (ValueError naming the argument; value checks in one host sync,
+    skipped under `torch.compile`). The model and each decoding step pass `validate=False`
+    with masks in their final form (bool, or None when they hide nothing): no step re-checks.
     """
 
     def __init__(self, config: T5Config, embed_tokens: nn.Embedding):
@@ -146,12 +177,19 @@ class T5Decoder(_T5Stack):
         past_key_values: T5Cache | None = None,
         use_cache: bool = False,
         position_bias: torch.Tensor | None = None,
+        validate: bool = True,
     ) -> T5DecoderOutput:
-        h = self._embed(input_ids, inputs_embeds)  # (B, T, D)
         cache = past_key_values
+        past = cache.length if cache is not None else 0
+        if validate:
+            attention_mask, encoder_attention_mask = self._check_decoder_input(
+                input_ids, inputs_embeds, encoder_hidden_states, encoder_attention_mask,
+                attention_mask, past, position_bias,
+            )  # fmt: skip
+        h = self._embed(input_ids, inputs_embeds)  # (B, T, D)
         if use_cache and cache is None:
             cache = T5Cache(len(self.block))
-        t, past = h.shape[1], (cache.length if cache is not None else 0)
+        t = h.shape[1]
         if position_bias is None:
             position_bias = self.self_attention_bias(t, past + t, past)
         h = self._run(h, position_bias, attention_mask, encoder_hidden_states,
@@ -159,6 +197,35 @@ class T5Decoder(_T5Stack):
         if cache is not None:
             cache.advance(t)
         return T5DecoderOutput(h, cache)
+
+    def _check_decoder_input(self, input_ids, inputs_embeds, enc, enc_mask, mask, past, bias):
+        x = input_ids if inputs_embeds is None else inputs_embeds
+        b, t = (None, None) if x is None else tuple(x.shape[:2])
+        d = self.config.d_model
+        if not isinstance(enc, torch.Tensor) or enc.dim() != 3 or enc.shape[-1] != d:
+            got = tuple(enc.shape) if isinstance(enc, torch.Tensor) else type(enc).__name__
+            raise ValueError(
+                f"encoder_hidden_states must be (batch, src_len, d_model={d}); got {got}"
+            )
+        masks = [("encoder_attention_mask", enc_mask, tuple(enc.shape[:2]))]
+        if t is not None:
+            masks.append(("attention_mask", mask, (b, past + t)))
+            if b != enc.shape[0]:
+                raise ValueError(
+                    f"input_ids must have the encoder's batch size {enc.shape[0]}; got {b}"
+                )
+            if isinstance(bias, torch.Tensor):
+                full = (b, self.config.num_heads, t, past + t)
+                ok = 2 <= bias.dim() <= 4 and all(
+                    s in (1, f) for s, f in zip(bias.shape[::-1], full[::-1], strict=False)
+                )
+                if not ok:
+                    raise ValueError(
+                        f"position_bias must broadcast to (batch, heads, tgt_len, past + "
+                        f"tgt_len) = {full}; got shape {tuple(bias.shape)}"
+                    )
+        final = self._check(input_ids, inputs_embeds, masks)
+        return (final[1] if t is not None else mask), final[0]
 
 
 __all__ = ["T5Encoder", "T5Decoder", "T5EncoderOutput", "T5DecoderOutput"]

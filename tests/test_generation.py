@@ -201,26 +201,6 @@ def test_rope_and_alibi_cached_equals_uncached(position_encoding):
         assert torch.equal(cached, uncached)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 8, 64])
-@pytest.mark.parametrize(("vocab", "d_model", "tied"), [(5003, 64, True), (32128, 512, False)])
-def test_chunked_decoding_head_is_bit_identical_to_lm_head(rows, vocab, d_model, tied):
-    # Decoding computes the LM head in vocabulary chunks (faster); logits must not change at all.
-    from t5edu import T5Config, T5ForConditionalGeneration
-    from t5edu.generation import HEAD_CHUNK, _head_logits
-
-    assert vocab > 2 * HEAD_CHUNK  # the chunked path, with a partial last chunk
-    config = T5Config(vocab_size=vocab, d_model=d_model, d_kv=8, d_ff=32, num_layers=1,
-                      num_heads=2, tie_word_embeddings=tied)  # fmt: skip
-    torch.manual_seed(0)
-    model = T5ForConditionalGeneration(config).eval()
-    h = torch.randn(rows, 1, d_model)
-    with torch.no_grad():
-        want = model.logits_from_hidden(h)[:, 0]
-        got = _head_logits(model, h[:, 0])
-    assert got.shape == (rows, vocab)
-    assert torch.equal(got, want)
-
-
 # --- memory that grows with the output, and sizes that cannot fit -----------------------------
 
 

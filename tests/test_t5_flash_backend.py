@@ -56,21 +56,22 @@ def batch(seed: int = 1, src_len: int = 25, tgt_len: int = 23):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Record every `t5_flash_attention` call T5Attention makes (its keyword arguments)."""
+    """Record every `t5_flash_attention_unchecked` call T5Attention makes (its keyword
+    arguments), running the checked `t5_flash_attention`, so its checks pass on them too."""
     seen = []
 
     def spy(*args, **kwargs):
         seen.append(kwargs)
         return t5_flash_attention(*args, **kwargs)
 
-    monkeypatch.setattr("t5edu.t5_attention.t5_flash_attention", spy)
+    monkeypatch.setattr("t5edu.t5_attention.t5_flash_attention_unchecked", spy)
     return seen
 
 
 def small_tiles(monkeypatch):
     """Run the model's t5_flash calls with 8 x 8 tiles: several tiles, ragged last ones."""
     fn = functools.partial(t5_flash_attention, block_q=8, block_k=8)
-    monkeypatch.setattr("t5edu.t5_attention.t5_flash_attention", fn)
+    monkeypatch.setattr("t5edu.t5_attention.t5_flash_attention_unchecked", fn)
 
 
 def test_backend_is_registered_and_accepted_by_the_model():

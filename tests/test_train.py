@@ -496,6 +496,16 @@ def test_cli_trains_resumes_and_writes_a_transformers_checkpoint(tmp_path):
         (["--preset", "nope", "--data", "toy"], "--preset: name must be one of"),
         (["--resume", "/no/such/checkpoint"], "--resume: no checkpoint found at"),
         (["--resume", "latest", "--out-dir", "/no/such/run"], "no checkpoint under --out-dir"),
+        (["--rates", "span_corruption"], "argument --rates: expected task=rate with task one of"),
+        (["--rates", "span_corruption=-1"], "span_corruption: expected a finite rate >= 0; got"),
+        (["--rates", "verb=inf"], "verb: expected a finite rate >= 0; got 'inf'"),
+        (["--rates", "span_corruption=1,span_corruption=2"], "span_corruption: given twice in"),
+        (["--rates", "name=0"], "expected at least one rate > 0; got 'name=0'"),
+        (["--rates", "verb=nan"], "verb: expected a finite rate >= 0; got 'nan'"),
+        (["--downstream", "verb,nope"], "argument --downstream: expected names from"),
+        (["--downstream", "verb,verb"], "argument --downstream: each task at most once; ['verb']"),
+        (["--downstream", "none,verb"], "argument --downstream: 'none' stands alone"),
+        (["--lm-head-init", "xavier"], "argument --lm-head-init: invalid choice: 'xavier'"),
     ],
 )
 def test_cli_bad_options_fail_fast_in_one_line(argv, message, capsys):
@@ -594,3 +604,15 @@ def test_non_finite_loss_stops_before_the_update():
     with pytest.raises(NonFiniteError, match=r"loss .*gradient norm nan at lr 0.01: not finite"):
         t.train_step()
     assert all(torch.equal(p, before[n]) for n, p in t.model.named_parameters())
+
+
+def test_cli_rates_for_a_task_left_out_is_a_usage_error(tmp_path, capsys):
+    """--rates may name a downstream task only if --downstream builds it."""
+    from t5edu.train.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--rates", "params=1", "--downstream", "none", "--out-dir", str(tmp_path / "r")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--rates names tasks ['params'] that are not built (see --downstream)" in err
+    assert "Traceback" not in err

@@ -20,6 +20,13 @@ from t5edu.data.corpus import (
     split_of,
     stdlib_corpus,
 )
+from t5edu.data.downstream import (
+    DEFAULT_DOWNSTREAM_TASKS,
+    DOWNSTREAM_TASKS,
+    DownstreamTask,
+    baseline_predictions,
+    build_downstream_tasks,
+)
 from t5edu.data.hf_datasets import load_text_corpus
 from t5edu.data.span_corruption import (
     CorruptedSpans,
@@ -31,6 +38,7 @@ from t5edu.data.span_corruption import (
     span_corruption,
 )
 from t5edu.data.tasks import (
+    DOWNSTREAM_PREFIXES,
     TASK_PREFIXES,
     Example,
     Mixture,
@@ -104,13 +112,17 @@ def build_default(
 
 
 __all__ = [
+    "DEFAULT_DOWNSTREAM_TASKS",
     "DEFAULT_RATES",
+    "DOWNSTREAM_PREFIXES",
+    "DOWNSTREAM_TASKS",
     "IGNORE_INDEX",
     "SPLITS",
     "TASK_PREFIXES",
     "Batch",
     "CorruptedSpans",
     "DefaultData",
+    "DownstreamTask",
     "Document",
     "Example",
     "FunctionExample",
@@ -118,7 +130,9 @@ __all__ = [
     "SpanCorruptionTask",
     "StdlibCorpus",
     "SupervisedTask",
+    "baseline_predictions",
     "build_default",
+    "build_downstream_tasks",
     "build_stdlib_corpus",
     "build_tasks",
     "collate",

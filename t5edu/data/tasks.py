@@ -24,6 +24,15 @@ import torch
 from t5edu.data.span_corruption import compute_input_and_target_lengths, span_corruption
 
 TASK_PREFIXES = {"span_corruption": "", "summarize": "summarize: ", "name": "name: "}
+# The downstream tasks of `t5edu.data.downstream`. Kept apart from TASK_PREFIXES, which names the
+# tasks `build_default`'s mixture holds (the train CLI's --rates accepts exactly those).
+DOWNSTREAM_PREFIXES = {
+    "params": "params: ",
+    "verb": "verb: ",
+    "raises": "raises: ",
+    "body_name": "body_name: ",
+    "returns": "returns: ",
+}
 
 
 @dataclass
@@ -144,7 +153,7 @@ class SupervisedTask:
         if too_long not in ("drop", "truncate", "error"):
             raise ValueError(f"too_long must be 'drop', 'truncate' or 'error'; got {too_long!r}")
         self.name = name
-        self.prefix = TASK_PREFIXES.get(name, f"{name}: ")
+        self.prefix = {**TASK_PREFIXES, **DOWNSTREAM_PREFIXES}.get(name, f"{name}: ")
         self.inputs_length, self.targets_length = inputs_length, targets_length
         self.examples: list[Example] = []
         self.num_dropped = 0

@@ -23,8 +23,12 @@ from pathlib import Path
 
 import torch
 
-from t5edu.data import collate
+from t5edu.config import LM_HEAD_INITS
+from t5edu.data import DEFAULT_RATES, collate
+from t5edu.data.downstream import DEFAULT_DOWNSTREAM_TASKS
+from t5edu.train import cli_args
 from t5edu.train.checkpoint import checkpoint_dirs
+from t5edu.train.cli_args import HelpFormatter, Parser, at_least
 from t5edu.train.distributed import STRATEGIES, barrier, cleanup, init_distributed
 from t5edu.train.optim import OPTIMIZERS
 from t5edu.train.run_dir import (
@@ -46,60 +50,17 @@ CUDA_ONLY_BACKENDS = {
 DEFAULTS = TrainConfig(steps=1200, batch_size=16, warmup_steps=50, eval_every=200, log_every=10)
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show "(default: ...)" except where the help text already explains a None default."""
-
-    def _get_help_string(self, action):
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def _device(text: str) -> str:
-    """`--device`: auto, cpu, cuda or cuda:N, and a CUDA device must be visible."""
-    try:
-        device = torch.device(text) if text != "auto" else None
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(
-            f"expected auto, cpu, cuda or cuda:N; got {text!r}"
-        ) from None
-    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError("no CUDA device is visible to torch")
-    if device is not None and device.type not in ("cpu", "cuda"):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N; got {text!r}")
-    return text
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (exit 2), without the long usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _at_least(low: int):
-    """An argparse type: an integer >= `low` (argparse names the flag in its message)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {value}")
-        return value
-
-    return parse
+DOWNSTREAM_RATE = 0.1  # beside DEFAULT_RATES' 1.0 in all: about 1 example in 13 per task
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
-    p = _Parser(
+    p = Parser(
         prog="python -m t5edu.train",
         description="Train a T5 from scratch on text from the Python standard library "
         "(span corruption + summarize + name tasks). Defaults: the 'tiny' preset on the CPU "
         "in a few minutes, or on a GPU with bf16.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("model and data")
     g.add_argument("--preset", default="tiny", help="T5Config.get_config preset name")
@@ -109,24 +70,46 @@ def build_parser() -> argparse.ArgumentParser:
         default="stdlib",
         help="stdlib: the book's corpus; toy: reverse random ids (smoke test)",
     )
-    g.add_argument("--vocab-size", type=_at_least(8), default=4096, help="SentencePiece vocabulary")
+    g.add_argument("--vocab-size", type=at_least(8), default=4096, help="SentencePiece vocabulary")
     g.add_argument(
-        "--inputs-length", type=_at_least(1), default=128, help="encoder tokens per example"
+        "--inputs-length", type=at_least(1), default=128, help="encoder tokens per example"
     )
     g.add_argument(
-        "--targets-length", type=_at_least(1), default=32, help="decoder tokens per example"
+        "--targets-length", type=at_least(1), default=32, help="decoder tokens per example"
     )
     g.add_argument(
-        "--val-examples", type=_at_least(1), default=64, help="validation examples per task"
+        "--val-examples", type=at_least(1), default=64, help="validation examples per task"
     )
     g.add_argument(
         "--gen-examples",
-        type=_at_least(0),
+        type=at_least(0),
         default=32,
         help="examples per task scored by exact match / ROUGE-L (0 = none)",
     )
     g.add_argument(
         "--max-new-tokens", type=int, default=d.max_new_tokens, help="generated tokens per sample"
+    )
+    g.add_argument(
+        "--rates",
+        type=cli_args.rates,
+        default=None,
+        help="task mixture as task=rate,... (e.g. span_corruption=1 to pre-train only); "
+        f"default {','.join(f'{k}={v}' for k, v in DEFAULT_RATES.items())}",
+    )
+    g.add_argument(
+        "--downstream",
+        type=cli_args.downstream,
+        default=list(DEFAULT_DOWNSTREAM_TASKS),
+        help="downstream tasks (t5edu.data.downstream) added to the mixture at rate "
+        f"{DOWNSTREAM_RATE} each and scored against their baselines, comma-separated; 'none' for "
+        f"none (default {','.join(DEFAULT_DOWNSTREAM_TASKS)})",
+    )
+    g.add_argument(
+        "--lm-head-init",
+        choices=LM_HEAD_INITS,
+        default="fan_in",
+        help="untied head's init std: fan_in = d_model**-0.5 (Mesh TF; first loss near ln V), "
+        "hf = 1 (HF and nanoT5; first loss of tens of nats)",
     )
     g = p.add_argument_group("optimization")
     g.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
@@ -171,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--grad-clip", type=float, default=d.grad_clip, help="0 disables")
     g = p.add_argument_group("systems")
-    g.add_argument("--device", type=_device, default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument(
+        "--device", type=cli_args.device, default="auto", help="auto, cpu, cuda or cuda:N"
+    )
     g.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -193,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy", choices=STRATEGIES, default="none", help="ddp or fsdp under torchrun"
     )
     g.add_argument(
-        "--threads", type=_at_least(0), default=0, help="CPU threads (0 = torch's default)"
+        "--threads", type=at_least(0), default=0, help="CPU threads (0 = torch's default)"
     )
     g.add_argument("--seed", type=int, default=d.seed, help="weights, data order and dropout")
     g = p.add_argument_group("output")
@@ -225,7 +210,9 @@ def build_data(args):
     """Train stream, validation and generation sets, decode, vocabulary size, lengths."""
     from types import SimpleNamespace
 
-    from t5edu.data import build_default
+    from t5edu.data import Mixture, build_default
+    from t5edu.data.downstream import baseline_predictions, build_downstream_tasks
+    from t5edu.train.evaluation import exact_match
 
     if args.data == "toy":
         from t5edu.train.toy import decode_ids, reverse_task
@@ -238,6 +225,7 @@ def build_data(args):
             val={"reverse": val},
             gen=gen,
             decode=decode_ids,
+            baselines={},
             vocab=64,
             tokenizer=None,
             inputs_length=None,
@@ -249,18 +237,40 @@ def build_data(args):
         targets_length=args.targets_length,
         seed=args.seed,
     )
+    down = {"train": {}, "validation": {}}
+    for split in down if args.downstream else ():
+        down[split] = build_downstream_tasks(
+            data.corpus,
+            data.tokenizer,
+            split,
+            tasks=args.downstream,
+            inputs_length=data.inputs_length,
+            targets_length=data.targets_length,
+        )
+    rates = args.rates or {**DEFAULT_RATES, **dict.fromkeys(args.downstream, DOWNSTREAM_RATE)}
+    missing = sorted(set(rates) - {t.name for t in data.train.tasks} - set(down["train"]))
+    if missing:
+        raise ValueError(f"--rates names tasks {missing} that are not built (see --downstream)")
+    train = Mixture([*data.train.tasks, *down["train"].values()], rates, seed=args.seed)
+    validation = {**data.validation, **down["validation"]}
 
     def first(task, n):
         return [task.example(i) for i in range(min(n, len(task)))]
 
-    val = {name: first(task, args.val_examples) for name, task in data.validation.items()}
-    gen = None
+    val = {name: first(task, args.val_examples) for name, task in validation.items()}
+    gen, baselines = None, {}
     if args.gen_examples:
-        gen = {
-            name: first(data.validation[name], args.gen_examples) for name in ("summarize", "name")
-        }
+        scored = ("summarize", "name", *args.downstream)
+        gen = {name: first(validation[name], args.gen_examples) for name in scored}
+        train_tasks = {t.name: t for t in train.tasks}
+        for name, examples in gen.items():
+            targets = [ex.target_text for ex in train_tasks[name].examples]
+            refs = [ex.target_text for ex in examples]
+            top = baseline_predictions("most_frequent", targets, refs)
+            baselines[name] = {"most_frequent": exact_match(top, refs)}
     return SimpleNamespace(
-        train=data.train,
+        train=train,
+        baselines=baselines,
         val=val,
         gen=gen,
         decode=functools.partial(data.tokenizer.decode, skip_special_tokens=True),
@@ -344,7 +354,11 @@ def build_trainer(args, info, cfg: TrainConfig | None = None) -> tuple[Trainer, 
         raise ValueError(f"--preset: {e}") from None
     data = build_data(args)
     seed_everything(args.seed)  # the same initial weights on every process
-    overrides = {"vocab_size": data.vocab, "attention_backend": args.attention_backend}
+    overrides = {
+        "vocab_size": data.vocab,
+        "attention_backend": args.attention_backend,
+        "lm_head_init": args.lm_head_init,
+    }
     model = T5ForConditionalGeneration(T5Config.get_config(args.preset, **overrides))
     lengths = {"max_input_length": data.inputs_length, "max_target_length": data.targets_length}
     cfg = dataclasses.replace(cfg or train_config(args), **lengths)
@@ -468,7 +482,14 @@ def _run(parser, args, info, cfg) -> int:
         )
         parser.exit(1, f"{parser.prog}: error: {e}; {kept}\n")
     if info.is_main:
-        report(history, time.perf_counter() - t1, Path(args.out_dir), trainer, first_step)
+        report(
+            history,
+            time.perf_counter() - t1,
+            Path(args.out_dir),
+            trainer,
+            first_step,
+            data.baselines,
+        )
     return 0
 
 
@@ -477,8 +498,9 @@ def _local_numel(p: torch.Tensor) -> int:
     return p.to_local().numel() if hasattr(p, "to_local") else p.numel()
 
 
-def report(history, wall, out_dir: Path, trainer, first_step: int = 0) -> None:
-    """Print the validation curve, final metrics, sample generations and the HF load check."""
+def report(history, wall, out_dir: Path, trainer, first_step=0, baselines=None) -> None:
+    """Print the validation curve, the held-out scores beside their `baselines`
+    (`{task: {baseline: exact match}}`), sample generations and the HF load check."""
     evals = [r for r in history if r["kind"] == "eval"]
     done = trainer.step - first_step  # this run's steps: a resumed run started at first_step
     trained = f"trained {done} steps"
@@ -491,9 +513,20 @@ def report(history, wall, out_dir: Path, trainer, first_step: int = 0) -> None:
         print(f"\n{trained} in {wall:.0f}s; validation loss by step:")
     for r in evals:
         extra = "  ".join(
-            f"{k}={v:.3f}" for k, v in r.items() if k.endswith(("exact_match", "rougeL"))
+            f"{k.split('/')[0]} EM {v:.3f}" for k, v in r.items() if k.endswith("/exact_match")
         )
         print(f"  step {r['step']:>6}  val_loss {r.get('val_loss', math.nan):.3f}  {extra}")
+    scored = sorted({k.split("/")[0] for r in evals for k in r if k.endswith("/exact_match")})
+    if scored:
+        last = evals[-1]
+        print(f"\nheld-out scores at step {last['step']} (greedy generation):")
+        print(f"  {'task':<10} {'exact match':>11} {'ROUGE-L':>8}   baseline: most frequent target")
+        for task in scored:
+            base = (baselines or {}).get(task, {}).get("most_frequent")
+            print(
+                f"  {task:<10} {last[f'{task}/exact_match']:11.3f} {last[f'{task}/rougeL']:8.3f}"
+                f"   {'-' if base is None else f'{base:.3f}'}"
+            )
     if evals:
         for key, samples in evals[-1].items():
             if key.endswith("/samples"):

@@ -11,8 +11,14 @@ from t5edu's own tested modules (and autograd), never stored.
     t5edu.exercises.check("ch07.rope_offset", rope)
 """
 
-# Importing a chapter's module registers its exercises.
-from t5edu.exercises import ch01, ch02, ch05, ch06, ch07, ch08  # noqa: E402, F401
+import importlib
+import pkgutil
+
 from t5edu.exercises._core import REGISTRY, Exercise, check, compare, list_exercises
+
+# Importing a chapter's module (chNN.py) registers its exercises: a new chapter is one file.
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _info.name.startswith("ch"):
+        importlib.import_module(f"{__name__}.{_info.name}")
 
 __all__ = ["check", "list_exercises", "Exercise", "REGISTRY", "compare"]

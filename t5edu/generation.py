@@ -5,10 +5,9 @@ B batch, K beams, S source length, L max output length, V vocab_size, D d_model.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from t5edu.device import device_memory_bytes
 from t5edu.kv_cache import MIN_CAPACITY, T5Cache
 from t5edu.logits_processing import check_generate_args, warp_logits
 from t5edu.relative_position import bias_rows
@@ -76,19 +75,6 @@ class _Decoder:
     def reorder(self, index: torch.Tensor) -> None:
         if self.cache is not None:
             self.cache.reorder(index)
-
-
-def device_memory_bytes(device: torch.device) -> int | None:
-    """Total memory of `device` in bytes: physical RAM for the CPU, the GPU's for CUDA; None
-    where it is not known (other devices, or a platform without `os.sysconf`)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    if device.type == "cpu":
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (AttributeError, ValueError, OSError):
-            return None
-    return None
 
 
 def generation_bytes(model, rows: int, max_new_tokens: int, num_beams: int, use_cache: bool) -> int:

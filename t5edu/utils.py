@@ -9,17 +9,14 @@ import random
 import numpy as np
 import torch
 
+from t5edu.device import get_device
+
 
 def seed_everything(seed: int = 0) -> None:
     """Seed Python, NumPy and torch (CPU and every CUDA device)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def get_device() -> torch.device:
-    """`cuda` when a GPU is visible, else `cpu`."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def setup(seed: int = 0, verbose: bool = True) -> torch.device:
@@ -29,7 +26,8 @@ def setup(seed: int = 0, verbose: bool = True) -> torch.device:
     seed_everything(seed)
     device = get_device()
     if verbose:
-        name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+        names = {"cpu": "CPU", "mps": "Apple MPS"}
+        name = torch.cuda.get_device_name() if device.type == "cuda" else names[device.type]
         threads = torch.get_num_threads()
         print(
             f"t5edu {t5edu.__version__} | torch {torch.__version__} | device {device} ({name}, "
@@ -53,7 +51,8 @@ def compare(name: str, got: torch.Tensor, want: torch.Tensor, atol: float) -> No
     """
     if got.shape != want.shape:
         raise ValueError(f"{name}: shapes differ, got {tuple(got.shape)} vs {tuple(want.shape)}")
-    diff = (got.detach().double() - want.detach().double()).abs().max().item()
+    # on the CPU: MPS has no float64
+    diff = (got.detach().cpu().double() - want.detach().cpu().double()).abs().max().item()
     if not diff <= atol:
         raise AssertionError(f"{name}: max |diff| = {diff:.3e} exceeds atol = {atol:.0e}")
     if diff == 0.0:

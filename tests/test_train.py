@@ -492,7 +492,10 @@ def test_cli_trains_resumes_and_writes_a_transformers_checkpoint(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--device", "tpu"], "argument --device: expected auto, cpu, cuda or cuda:N; got 'tpu'"),
+        (
+            ["--device", "tpu"],
+            "argument --device: expected auto, cpu, cuda, cuda:N or mps; got 'tpu'",
+        ),
         (["--preset", "nope", "--data", "toy"], "--preset: name must be one of"),
         (["--resume", "/no/such/checkpoint"], "--resume: no checkpoint found at"),
         (["--resume", "latest", "--out-dir", "/no/such/run"], "no checkpoint under --out-dir"),
@@ -527,7 +530,7 @@ def test_cli_cuda_without_cuda_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--device", "cuda"])
     assert exit_info.value.code == 2
-    assert "no CUDA device is visible to torch" in capsys.readouterr().err
+    assert "got 'cuda', but no CUDA GPU is visible to torch" in capsys.readouterr().err
 
 
 def test_cli_short_run_with_default_warmup_and_no_evaluation(tmp_path, capsys):

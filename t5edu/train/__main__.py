@@ -26,6 +26,7 @@ import torch
 from t5edu.config import LM_HEAD_INITS
 from t5edu.data import DEFAULT_RATES, collate
 from t5edu.data.downstream import DEFAULT_DOWNSTREAM_TASKS
+from t5edu.device import check_supported, check_training_fits, get_device, training_bytes
 from t5edu.train import cli_args
 from t5edu.train.checkpoint import checkpoint_dirs
 from t5edu.train.cli_args import HelpFormatter, Parser, at_least
@@ -39,7 +40,14 @@ from t5edu.train.run_dir import (
     run_dir_lock,
 )
 from t5edu.train.schedules import SCHEDULES
-from t5edu.train.trainer import PRECISIONS, ConfigError, NonFiniteError, TrainConfig, Trainer
+from t5edu.train.trainer import (
+    PRECISIONS,
+    ConfigError,
+    NonFiniteError,
+    TrainConfig,
+    Trainer,
+    resolve_precision,
+)
 
 # Attention backends with no CPU training path, refused before any work rather than at step 1.
 CUDA_ONLY_BACKENDS = {
@@ -362,6 +370,17 @@ def build_trainer(args, info, cfg: TrainConfig | None = None) -> tuple[Trainer, 
     model = T5ForConditionalGeneration(T5Config.get_config(args.preset, **overrides))
     lengths = {"max_input_length": data.inputs_length, "max_target_length": data.targets_length}
     cfg = dataclasses.replace(cfg or train_config(args), **lengths)
+    need = training_bytes(
+        model.config,
+        model.num_parameters(),
+        batch_size=cfg.micro_batch_size or max(cfg.batch_size // info.world_size, 1),
+        src_len=data.inputs_length or 1,
+        tgt_len=data.targets_length or 1,
+        optimizer=cfg.optimizer,
+        precision=resolve_precision(cfg.precision, info.device),
+    )
+    fix = "lower --batch-size (or set --micro-batch-size) or choose a smaller --preset"
+    check_training_fits(need, info.device, fix)
     collate_fn = collate
     if args.compile:  # fixed shapes: one compiled graph instead of one per padded length
         collate_fn = functools.partial(
@@ -415,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{CUDA_ONLY_BACKENDS[args.attention_backend]}; got --device {args.device} with "
             f"CUDA {cuda} (on the CPU use flash, the same tiled algorithm in PyTorch, or sdpa)"
         )
+    try:  # before any work: what the device cannot run (MPS: no torch.distributed)
+        check_supported(get_device(args.device), strategy=args.strategy)
+    except ValueError as e:
+        parser.error(str(e))
     info = init_distributed(None if args.device == "auto" else args.device)
     # Process 0 writes the run directory and holds its lock until it exits (or is killed).
     lock = run_dir_lock(args.out_dir) if info.is_main else contextlib.nullcontext()

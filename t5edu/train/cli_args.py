@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 
-import torch
-
 from t5edu.data import TASK_PREFIXES
 from t5edu.data.tasks import DOWNSTREAM_PREFIXES
+from t5edu.device import get_device
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -59,17 +58,12 @@ def positive_float(text: str) -> float:
 
 
 def device(text: str) -> str:
-    """`--device`: auto, cpu, cuda or cuda:N, and a CUDA device must be visible."""
+    """`--device`: auto, cpu, cuda, cuda:N or mps, one that torch can see
+    (`t5edu.device.get_device` decides and words the error)."""
     try:
-        parsed = torch.device(text) if text != "auto" else None
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(
-            f"expected auto, cpu, cuda or cuda:N; got {text!r}"
-        ) from None
-    if parsed is not None and parsed.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError("no CUDA device is visible to torch")
-    if parsed is not None and parsed.type not in ("cpu", "cuda"):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N; got {text!r}")
+        get_device(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("device: ")) from None
     return text
 
 

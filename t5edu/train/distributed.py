@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from t5edu.device import get_device
 from t5edu.train.activation_checkpointing import find_blocks
 
 STRATEGIES = ("none", "ddp", "fsdp")
@@ -55,7 +56,7 @@ def init_distributed(device: torch.device | str | None = None) -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(device) if device is not None else None
     if device is None:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = get_device()
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

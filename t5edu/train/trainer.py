@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from t5edu.device import auto_precision, get_device
 from t5edu.train.activation_checkpointing import apply_activation_checkpointing
 from t5edu.train.checkpoint import (
     CheckpointError,
@@ -163,12 +164,9 @@ class NonFiniteError(RuntimeError):
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` becomes bf16 on a GPU that supports it, else fp32; other values pass through."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    """`auto` becomes `t5edu.device.auto_precision(device)` (bf16 with bf16 tensor cores, fp16
+    with loss scaling on older GPUs such as the T4, else fp32); other values pass through."""
+    return auto_precision(device) if precision == "auto" else precision
 
 
 @dataclass
@@ -224,7 +222,7 @@ class Trainer:
     def __post_init__(self):
         cfg = self.config
         if self.info is None:
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            device = get_device()
             self.info = DistInfo(device=device)
         world = self.info.world_size
         num_examples = _length(self.train_data)

@@ -79,3 +79,15 @@ def test_chapters_are_cited_by_number(stem):
     for i, cell in enumerate(load(stem)["cells"]):
         found = re.findall(r"\{ref\}`[^`]*ch-[^`]*`", "".join(cell["source"]))
         assert not found, f"{stem} cell {i}: use {{numref}}`chapter %s <label>` for {found}"
+
+
+@pytest.mark.parametrize("stem", IN_BOOK)
+def test_slider_cells_are_followed_by_a_static_figure(stem):
+    # The rendered book removes a slider cell's output (a widget needs a live kernel), so the
+    # next cell must draw what the sliders show, or the page has only code there.
+    cells = load(stem)["cells"]
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] == "code" and "viz.interact(" in "".join(cell["source"]):
+            after = cells[i + 1] if i + 1 < len(cells) else {}
+            shown = [o for o in after.get("outputs", []) if "image/png" in o.get("data", {})]
+            assert shown, f"{stem} cell {i}: a slider cell needs a static figure in the next cell"

@@ -11,6 +11,7 @@ from t5edu.device import device_memory_bytes
 from t5edu.kv_cache import MIN_CAPACITY, T5Cache
 from t5edu.logits_processing import check_generate_args, warp_logits
 from t5edu.relative_position import bias_rows
+from t5edu.t5_attention import RelativeBiasTable
 from t5edu.t5_checks import check_ids_structure, check_mask_structure, check_values
 
 
@@ -46,11 +47,15 @@ class _Decoder:
         # below c, and a cached step's row is a slice of it (see `bias_rows`).
         self.by_distance: torch.Tensor | None = None
 
-    def self_attention_bias(self, t: int, n: int) -> torch.Tensor | None:
-        """The `(1, H, n - t, n)` bias of queries t..n-1 over keys 0..n-1 (None with RoPE)."""
-        rpb = self.model.decoder.relative_attention_bias
+    def self_attention_bias(self, t: int, n: int) -> torch.Tensor | RelativeBiasTable | None:
+        """The `(1, H, n - t, n)` bias of queries t..n-1 over keys 0..n-1 (None with RoPE);
+        with every decoder layer on `t5_flash`, the bias table itself with offset t."""
+        decoder = self.model.decoder
+        rpb = decoder.relative_attention_bias
         if rpb is None:  # ALiBi computes just these rows (bottom-right aligned); RoPE: None
-            return self.model.decoder.position_bias(n - t, n, t)
+            return decoder.position_bias(n - t, n, t)
+        if decoder.reads_bias_table:  # no bias rows at all: gathered per tile from the table
+            return RelativeBiasTable(rpb, t)
         covered = 0 if self.by_distance is None else (self.by_distance.shape[1] + 1) // 2
         if n > covered:
             covered = min(self.max_length, max(n, 2 * covered, MIN_CAPACITY))

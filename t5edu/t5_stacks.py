@@ -71,12 +71,17 @@ class _T5Stack(nn.Module):
         """What the self-attention layers get as `position_bias`: a `RelativeBiasTable` when the
         stack has T5's relative bias and every layer runs `t5_flash` (no `(1, H, q_len, k_len)`
         tensor: the point of that backend), else `position_bias(q_len, k_len, offset)`."""
-        rpb = self.relative_attention_bias
-        if rpb is not None and all(
-            b.layer[0].SelfAttention.backend == "t5_flash" for b in self.block
-        ):
-            return RelativeBiasTable(rpb, offset)
+        if self.reads_bias_table:
+            return RelativeBiasTable(self.relative_attention_bias, offset)
         return self.position_bias(q_len, k_len, offset)
+
+    @property
+    def reads_bias_table(self) -> bool:
+        """True when the stack has T5's relative bias and every self-attention layer runs
+        `t5_flash`, which gathers the bias from the table tile by tile."""
+        return self.relative_attention_bias is not None and all(
+            b.layer[0].SelfAttention.backend == "t5_flash" for b in self.block
+        )
 
     @property
     def relative_attention_bias(self):

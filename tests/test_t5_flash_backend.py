@@ -151,6 +151,37 @@ def test_greedy_generate_gives_the_naive_tokens(use_cache):
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        dict(max_new_tokens=30, use_cache=True),  # past max_distance 20: the last bucket
+        dict(max_new_tokens=30, use_cache=False),
+        dict(max_new_tokens=10, num_beams=3),
+    ],
+    ids=["greedy-cached", "greedy-uncached", "beam-3"],
+)
+def test_generate_reads_the_table_and_builds_no_bias_rows(args, calls, monkeypatch):
+    """With every decoder layer on t5_flash, generate hands the layers the table (offset = the
+    cache length) instead of bias rows: no by-distance vector, no (1, H, Tq, Tk) bias."""
+    model, ref = pair()
+    inputs = batch()
+    want = ref.generate(inputs["input_ids"], inputs["attention_mask"], **args)
+
+    def no_bias(self, *a, **kw):
+        raise AssertionError("a decoding step built bias rows instead of reading the table")
+
+    monkeypatch.setattr(RelativePositionBias, "bias_by_distance", no_bias)
+    monkeypatch.setattr(RelativePositionBias, "forward", no_bias)
+    got = model.generate(inputs["input_ids"], inputs["attention_mask"], **args)
+    assert torch.equal(got, want)
+    offsets = [c["offset"] for c in calls if not c["bidirectional"]]
+    steps = got.shape[1] - 1  # tokens decoded after the start token
+    if args.get("use_cache", True):
+        assert offsets == [t for t in range(steps) for _ in range(2)]
+    else:  # each step runs the whole prefix from position 0
+        assert offsets == [0] * (2 * steps)
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     model, _ = pair()
     plain = copy.deepcopy(model)

@@ -145,7 +145,19 @@ class RelativePositionBias(nn.Module):
             memory - query, self.bidirectional, self.num_buckets, self.max_distance
         )
 
-    def forward(self, q_len: int, k_len: int, offset: int = 0) -> torch.Tensor:
+    def forward(
+        self, q_len: int = 0, k_len: int = 0, offset: int = 0, *, table: bool = False
+    ) -> torch.Tensor:
+        """The `(1, H, q_len, k_len)` bias; with `table=True` a copy of the `(num_buckets, H)`
+        weight instead, which is how the `t5_flash` path reads the table: through a module
+        call, so that hooks gathering a sharded weight (FSDP's) run, and a copy, so that the
+        gathered weight may be freed after the call while autograd still reaches it."""
+        if table:
+            return self.weight.clone()  # (num_buckets, H)
+        return self.bias(q_len, k_len, offset)
+
+    def bias(self, q_len: int, k_len: int, offset: int = 0) -> torch.Tensor:
+        """`forward`'s `(1, H, q_len, k_len)` bias, computed without a module call."""
         idx = self.buckets(q_len, k_len, offset).reshape(-1)  # (Tq*Tk,)
         # Gathering columns of weight^T gives a contiguous (H, Tq*Tk) result directly, and its
         # backward is one index_add, several times faster than embedding's on long inputs.

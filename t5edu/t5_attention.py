@@ -27,8 +27,8 @@ class RelativeBiasTable:
     of the first query (the KV cache length when decoding with a cache; keys sit at 0..). The
     `t5_flash` layers hand `module.weight` to `t5edu.t5_flash.t5_flash_attention`, which
     gathers the bias per tile, so no `(1, H, Tq, Tk)` bias exists; any other layer calls
-    `materialise`. The weight is read directly, not through `module(...)`: hooks that would
-    gather a sharded weight on a module call (FSDP) do not run on this path.
+    `materialise`. Both read the weight through a module call (`module(table=True)` for the
+    table), so FSDP's hooks gather a sharded table first.
     """
 
     module: RelativePositionBias
@@ -137,7 +137,7 @@ class T5Attention(nn.Module):
                 check_no_dropout(dropout_p, "t5_flash")
                 rpb = position_bias.module
                 out = t5_flash_attention_unchecked(
-                    q, k, v, rpb.weight, bidirectional=rpb.bidirectional,
+                    q, k, v, rpb(table=True), bidirectional=rpb.bidirectional,
                     num_buckets=rpb.num_buckets, max_distance=rpb.max_distance,
                     attention_mask=attention_mask, causal=causal, offset=position_bias.offset,
                     scale=1.0,

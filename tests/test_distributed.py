@@ -26,17 +26,23 @@ VOCAB = 64
 STEPS = 4
 
 
-def tiny_t5() -> T5ForConditionalGeneration:
+def tiny_t5(backend: str = "naive") -> T5ForConditionalGeneration:
     torch.manual_seed(0)
     cfg = T5Config(
         vocab_size=VOCAB, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
         feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+        attention_backend=backend,
     )  # fmt: skip
     return T5ForConditionalGeneration(cfg)
 
 
 def run(
-    strategy: str, micro: int, out_dir: str, info: DistInfo | None = None, optimizer="adamw_scale"
+    strategy: str,
+    micro: int,
+    out_dir: str,
+    info: DistInfo | None = None,
+    optimizer="adamw_scale",
+    backend="naive",
 ) -> Trainer:
     cfg = TrainConfig(
         steps=STEPS, batch_size=8, micro_batch_size=micro, lr=1e-2, warmup_steps=1,
@@ -45,7 +51,7 @@ def run(
     )  # fmt: skip
     data, val = reverse_task(64, VOCAB), reverse_task(12, VOCAB, seed=7)
     t = Trainer(
-        tiny_t5(), cfg, data, collate, val_data=val, info=info,
+        tiny_t5(backend), cfg, data, collate, val_data=val, info=info,
         generation_data={"reverse": val[:4]}, decode=decode_ids,
     )  # fmt: skip
     t.train()
@@ -53,7 +59,14 @@ def run(
 
 
 def _worker(
-    rank: int, world: int, port: int, strategy: str, micro: int, out_dir: str, optimizer: str
+    rank: int,
+    world: int,
+    port: int,
+    strategy: str,
+    micro: int,
+    out_dir: str,
+    optimizer: str,
+    backend: str,
 ) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
@@ -62,7 +75,7 @@ def _worker(
     torch.set_num_threads(1)
     info = init_distributed("cpu")
     try:
-        t = run(strategy, micro, out_dir, info, optimizer)
+        t = run(strategy, micro, out_dir, info, optimizer, backend)
         if rank == 0:
             evals = [r["val_loss"] for r in t.history if r["kind"] == "eval"]
             samples = [s["prediction"] for s in t.history[-1]["reverse/samples"]]
@@ -87,11 +100,13 @@ def singles(tmp_path_factory):
     """One-process reference runs, one per optimizer (built on first use)."""
     cache = {}
 
-    def get(optimizer):
-        if optimizer not in cache:
-            t = run("none", 8, str(tmp_path_factory.mktemp("single")), optimizer=optimizer)
-            cache[optimizer] = (t, [r["val_loss"] for r in t.history if r["kind"] == "eval"])
-        return cache[optimizer]
+    def get(optimizer, backend):
+        key = (optimizer, backend)
+        if key not in cache:
+            out = str(tmp_path_factory.mktemp("single"))
+            t = run("none", 8, out, optimizer=optimizer, backend=backend)
+            cache[key] = (t, [r["val_loss"] for r in t.history if r["kind"] == "eval"])
+        return cache[key]
 
     return get
 
@@ -101,14 +116,20 @@ def samples(t: Trainer) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "strategy,micro,optimizer",
-    [("ddp", 2, "adamw_scale"), ("fsdp", 4, "adamw_scale"), ("fsdp", 4, "adafactor")],
+    "strategy,micro,optimizer,backend",
+    [
+        ("ddp", 2, "adamw_scale", "naive"),
+        ("fsdp", 4, "adamw_scale", "naive"),
+        ("fsdp", 4, "adafactor", "naive"),
+        # the bias-table path: its table must be gathered from the shards like any weight
+        ("fsdp", 4, "adamw_scale", "t5_flash"),
+    ],
 )
-def test_two_processes_equal_one(strategy, micro, optimizer, singles, tmp_path):
-    args = (2, _free_port(), strategy, micro, str(tmp_path), optimizer)
+def test_two_processes_equal_one(strategy, micro, optimizer, backend, singles, tmp_path):
+    args = (2, _free_port(), strategy, micro, str(tmp_path), optimizer, backend)
     mp.spawn(_worker, args=args, nprocs=2, join=True)
     result = json.loads((tmp_path / "result.json").read_text())
-    one, one_val = singles(optimizer)
+    one, one_val = singles(optimizer, backend)
     # 8 examples per step = 2 processes x micro x accumulation
     assert result["accumulation"] == 8 // (2 * micro)
     assert result["losses"] == pytest.approx(one.step_losses, abs=1e-5)

@@ -104,9 +104,9 @@ def test_loss_and_every_gradient_match_naive(tiles, monkeypatch):
 
 def test_self_attention_uses_the_tables_and_never_materialises_the_bias(calls, monkeypatch):
     def no_materialised_bias(self, *args, **kwargs):
-        raise AssertionError("RelativePositionBias.forward built a (1, H, Tq, Tk) bias")
+        raise AssertionError("RelativePositionBias.bias built a (1, H, Tq, Tk) bias")
 
-    monkeypatch.setattr(RelativePositionBias, "forward", no_materialised_bias)
+    monkeypatch.setattr(RelativePositionBias, "bias", no_materialised_bias)
     model, _ = pair()
     model(**batch()).loss.backward()  # forward and backward, no materialised bias
     enc = model.encoder.relative_attention_bias
@@ -171,7 +171,7 @@ def test_generate_reads_the_table_and_builds_no_bias_rows(args, calls, monkeypat
         raise AssertionError("a decoding step built bias rows instead of reading the table")
 
     monkeypatch.setattr(RelativePositionBias, "bias_by_distance", no_bias)
-    monkeypatch.setattr(RelativePositionBias, "forward", no_bias)
+    monkeypatch.setattr(RelativePositionBias, "bias", no_bias)
     got = model.generate(inputs["input_ids"], inputs["attention_mask"], **args)
     assert torch.equal(got, want)
     offsets = [c["offset"] for c in calls if not c["bidirectional"]]

@@ -5,7 +5,10 @@ the precision `t5edu.device.auto_precision` picks there (fp16 on the T4, bf16 on
 time at 100% of the peak is a hard lower bound; the time at `TYPICAL_MFU` is an assumption, not a
 measurement, and small models at small batches land below it (launch overheads dominate).
 Memory is `t5edu.device.training_bytes`, a lower estimate: a run whose estimate exceeds the
-GPU's memory cannot fit there.
+GPU's memory cannot fit there; one below it is only not ruled out. What it leaves out (the
+feed-forward activations, attention probabilities, dropout masks) is several times larger: for
+t5-small at 4 x 512/128 tokens in fp32, autograd saves 1.62 GiB besides the weights
+(`t5edu.saved_tensor_bytes`), where this estimate counts 0.19 GiB of activations and logits.
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ def estimate_training(
     optimizer: str = "adamw_scale",
 ) -> list[dict]:
     """One row per `REFERENCE_GPUS` entry: gpu, precision, the run's seconds at the data-sheet
-    peak (a lower bound) and at `TYPICAL_MFU`, its memory lower estimate in bytes, and whether
-    that fits in the GPU's memory.
+    peak (a lower bound) and at `TYPICAL_MFU`, its memory lower estimate in bytes, and
+    `cannot_fit`: True when even that lower estimate exceeds the GPU's memory (False means not
+    ruled out, not that it fits).
 
     Raises:
         ValueError: for sizes below 1 or an unknown optimizer (from `training_bytes`).
@@ -80,7 +84,7 @@ def estimate_training(
                 "seconds_at_peak": at_peak,
                 "seconds_typical": at_peak / TYPICAL_MFU,
                 "memory_bytes_at_least": need,
-                "fits": need <= gpu.memory_bytes,
+                "cannot_fit": need > gpu.memory_bytes,
             }
         )
     return rows
@@ -99,7 +103,7 @@ def _duration(seconds: float) -> str:
 def estimate_table(rows: list[dict]) -> str:
     """`estimate_training`'s rows as a Markdown table (for `display(Markdown(...))`)."""
     mfu = f"{TYPICAL_MFU:.0%}"
-    header = ["GPU", "precision", "time at peak (bound)", f"time at {mfu} MFU", "memory", "fits"]
+    header = ["GPU", "precision", "time at peak (bound)", f"time at {mfu} MFU", "memory", "verdict"]
     body = [
         [
             r["gpu"],
@@ -107,7 +111,7 @@ def estimate_table(rows: list[dict]) -> str:
             _duration(r["seconds_at_peak"]),
             _duration(r["seconds_typical"]),
             f">= {r['memory_bytes_at_least'] / 2**30:.2f} GiB",
-            "yes" if r["fits"] else "no",
+            "cannot fit" if r["cannot_fit"] else "not ruled out",
         ]
         for r in rows
     ]

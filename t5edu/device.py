@@ -157,15 +157,23 @@ def training_bytes(
     exceeds the device's memory cannot fit; one below may still not (chapter 12 measures peaks).
 
     Raises:
-        ValueError: for an unknown optimizer or precision, or a size below 1.
+        ValueError: for an unknown optimizer or precision, a size or parameter count that is
+            not an int >= 1, or a config without T5's fields.
     """
+    for name in ("d_model", "num_layers", "num_decoder_layers", "vocab_size"):
+        if not isinstance(getattr(config, name, None), int):
+            raise ValueError(
+                f"config: expected a T5Config (with an int {name}); got {type(config).__name__}"
+            )
     if optimizer not in STATE_BYTES_PER_PARAMETER:
         raise ValueError(
             f"optimizer: expected one of {sorted(STATE_BYTES_PER_PARAMETER)}; got {optimizer!r}"
         )
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision: expected fp32, bf16 or fp16; got {precision!r}")
-    sizes = dict(batch_size=batch_size, src_len=src_len, tgt_len=tgt_len)
+    sizes = dict(
+        num_parameters=num_parameters, batch_size=batch_size, src_len=src_len, tgt_len=tgt_len
+    )
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected an int >= 1; got {value!r}")

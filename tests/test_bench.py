@@ -102,6 +102,8 @@ def test_flops_bad_config():
      ("NVIDIA H100 PCIe", "float16", 756.5), ("NVIDIA A100-SXM4-80GB", "bfloat16", 312.0),
      ("NVIDIA L4", "bfloat16", 121.0), ("Tesla T4", "float16", 65.0),
      ("Tesla T4", "bfloat16", None),
+     # an L40S is not an L4 (121 would overstate its MFU): unlisted, so None
+     ("NVIDIA L40S", "bfloat16", None), ("NVIDIA L40", "float32", None),
      ("Some Other GPU", "bfloat16", None), (None, "bfloat16", None)],
 )  # fmt: skip
 def test_vendor_peak(gpu, dtype, want):

@@ -169,12 +169,17 @@ def test_training_bytes_counts_precision_and_optimizer():
         ({"precision": "fp8"}, "precision: expected fp32, bf16 or fp16; got 'fp8'"),
         ({"batch_size": 0}, "batch_size: expected an int >= 1; got 0"),
         ({"src_len": 1.5}, "src_len: expected an int >= 1; got 1.5"),
+        ({"num_parameters": 0}, "num_parameters: expected an int >= 1; got 0"),
+        ({"num_parameters": True}, "num_parameters: expected an int >= 1; got True"),
+        ({"num_parameters": "60M"}, "num_parameters: expected an int >= 1; got '60M'"),
+        ({"config": "t5-small"}, "config: expected a T5Config (with an int d_model); got str"),
     ],
 )
 def test_training_bytes_names_a_bad_argument(kwargs, words):
-    args = dict(batch_size=2, src_len=8, tgt_len=8) | kwargs
+    args = dict(config=T5Config.get_config("tiny"), num_parameters=1000) | kwargs
+    args = dict(batch_size=2, src_len=8, tgt_len=8) | args
     with pytest.raises(ValueError) as err:
-        dev.training_bytes(T5Config.get_config("tiny"), 1000, **args)
+        dev.training_bytes(**args)
     assert words in str(err.value)
 
 

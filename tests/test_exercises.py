@@ -339,6 +339,10 @@ def test_cases_are_the_same_every_call():
 
 def test_list_exercises_by_chapter():
     assert list_exercises(7) == list_exercises("ch07") == list_exercises("07_rope")
+    assert list_exercises("7_rope") == list_exercises("ch7") == list_exercises(7)
+    assert list_exercises("ch013") == list_exercises(13)  # not chapter 1's
+    with pytest.raises(ValueError, match="no exercises for chapter 100"):
+        list_exercises(100)  # not chapter 10's
     assert all(i.startswith("ch07.") for i in list_exercises(7))
     assert "ch07.rope_offset" in list_exercises(7)
     assert sorted(list_exercises()) == list_exercises()
@@ -371,3 +375,19 @@ def test_compare_tolerance_is_inclusive_and_relative_part_scales():
     msg = ex.compare(want, want + 2e-3, atol=0.0, rtol=1e-5)
     assert "wrong values" in msg and "tolerance 1e-05 * |expected|" in msg
     assert ex.compare(3, torch.tensor(3), 0, 0) is None  # a 0-d tensor for a number is fine
+
+
+def test_numpy_scalars_are_numbers(capsys):
+    np = pytest.importorskip("numpy")
+    assert check("ch01.score_memory", np.int64(8 * 2048 * 2048 * 4)) is True
+    assert check("ch08.longest_half_life", np.float64(256 * math.log(2))) is True
+
+
+def test_a_value_exercise_given_a_function_says_it_wants_the_value(capsys):
+    assert check("ch01.score_memory", lambda: 0) is False
+    assert "expected a value, not a function: pass the result" in capsys.readouterr().out
+
+
+def test_an_answer_with_other_parameter_names_is_told_the_keywords(capsys):
+    assert check("ch01.causal_mask", lambda a, b: None) is False
+    assert "the checker calls your function by keyword: q_len, k_len" in capsys.readouterr().out

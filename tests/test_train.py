@@ -619,3 +619,43 @@ def test_cli_rates_for_a_task_left_out_is_a_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--rates names tasks ['params'] that are not built (see --downstream)" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--strategy", "ddp", "--device", "cpu"], "needs several processes; launch with torchrun"),
+        (["--preset", "huge"], "--preset: name must be one of"),
+        (["--warmup-steps", "50", "--steps", "10"], "warmup_steps < total_steps"),
+    ],
+)
+def test_cli_usage_error_found_under_the_lock_leaves_no_out_dir(argv, words, tmp_path, capsys):
+    """Errors found after the run directory's lock was taken (and had created the folder)
+    still leave nothing behind; a folder that existed before is kept."""
+    from t5edu.train.__main__ import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", "toy", "--no-progress", "--out-dir", str(out), *argv])
+    assert exit_info.value.code == 2
+    assert words in capsys.readouterr().err
+    assert not out.exists()
+    out.mkdir()  # the user's own empty folder stays
+    with pytest.raises(SystemExit):
+        main(["--data", "toy", "--no-progress", "--out-dir", str(out), *argv])
+    assert out.is_dir()
+
+
+def test_cli_resume_with_no_steps_left_is_a_usage_error(tmp_path, capsys):
+    from t5edu.train.__main__ import main
+
+    argv = ["--data", "toy", "--steps", "3", "--batch-size", "4", "--eval-every", "0",
+            "--gen-examples", "0", "--val-examples", "4", "--no-progress", "--device", "cpu",
+            "--out-dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--resume", "latest"])  # --steps 3 again: the checkpoint is at step 3
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--steps 3: the checkpoint is already at step 3; pass a larger --steps" in err

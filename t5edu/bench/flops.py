@@ -11,6 +11,7 @@ each term and checks the sum against `FlopCounterMode`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +49,8 @@ def vendor_peak_tflops(gpu_name: str | None, dtype: torch.dtype | str) -> float 
         return None
     key = str(dtype).replace("torch.", "")
     for pattern, peaks in VENDOR_PEAK_TFLOPS:
-        if pattern.lower() in gpu_name.lower():
+        # whole words only: "L4" must not match an "L40S", whose peak is another
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(pattern)}(?![A-Za-z0-9])", gpu_name, re.I):
             return peaks.get(key)
     return None
 

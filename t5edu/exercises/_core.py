@@ -9,10 +9,12 @@ case and prints one verdict per case.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 REGISTRY: dict[str, Exercise] = {}
@@ -83,8 +85,9 @@ def list_exercises(chapter: int | str | None = None) -> list[str]:
         return ids
     if isinstance(chapter, bool) or not isinstance(chapter, (int, str)):
         raise ValueError(f"chapter must be None, an int or a str like 'ch07'; got {chapter!r}")
-    digits = str(chapter).removeprefix("ch")[:2]
-    key = f"ch{int(digits):02d}" if digits.isdigit() else None
+    # 7, "7", "07", "ch7", "ch07", "07_rope", "7_rope": the number before any "_slug"
+    found_number = re.fullmatch(r"(?:ch)?(\d+)(?:_\w*)?", str(chapter))
+    key = f"ch{int(found_number[1]):02d}" if found_number else None
     found = [i for i in ids if key is not None and i.startswith(key + ".")]
     if not found:
         chapters = sorted({REGISTRY[i].chapter for i in ids})
@@ -145,6 +148,8 @@ def compare(want, got, atol: float, rtol: float, name: str = "") -> str | None:
     if isinstance(want, torch.Tensor):
         return _compare_tensor(want, got, atol, rtol, name)
     if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.item()
+    if isinstance(got, np.generic):  # np.int64(3) is the number 3, np.float32 a float
         got = got.item()
     if isinstance(want, bool) or isinstance(want, int):
         if isinstance(got, float) and not isinstance(want, bool) and got == int(got):
@@ -229,6 +234,9 @@ def check(exercise_id: str, answer) -> bool:
     if not ex.value and not callable(answer):
         print(f"{ex.id}: expected a function ({ex.task}), got {type(answer).__name__}")
         return False
+    if ex.value and callable(answer) and not isinstance(answer, torch.Tensor):
+        print(f"{ex.id}: expected a value, not a function: pass the result ({ex.task})")
+        return False
     with torch.random.fork_rng(devices=[]):
         cases = ex.cases()
         print(ex.id)
@@ -239,6 +247,9 @@ def check(exercise_id: str, answer) -> bool:
                 got = ex.run(answer, _clone(inputs))
             except Exception as err:  # the reader's code failed: say how, keep checking
                 msg = f"raised {type(err).__name__}: {err}"
+                if isinstance(err, TypeError) and "keyword argument" in str(err):
+                    names = ", ".join(inputs)
+                    msg += f" (the checker calls your function by keyword: {names})"
             else:
                 msg = compare(want, got, ex.atol, ex.rtol)
             results.append(msg is None)

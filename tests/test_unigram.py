@@ -99,6 +99,33 @@ def test_errors_name_the_problem():
         unigram.expected_counts({"abz": 1}, {"a": -1.0, "b": -1.0})
 
 
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda: unigram.em_step({}, {"a": -1.0}), "word_counts must be a non-empty dict"),
+        (lambda: unigram.expected_counts({"ab": -1}, {"a": -1.0, "b": -1.0}),
+         "word_counts['ab'] must be a number > 0; got -1"),
+        (lambda: unigram.expected_counts({"ab": math.inf}, {"a": -1.0, "b": -1.0}),
+         "word_counts['ab'] must be finite"),
+        (lambda: unigram.max_piece_length({}), "scores must be a non-empty dict"),
+        (lambda: unigram.viterbi("ab", {"a": math.nan, "b": -1.0}), "scores['a'] must be finite"),
+        (lambda: unigram.viterbi("ab", {"a": math.inf, "b": -1.0}), "scores['a'] must be finite"),
+        (lambda: unigram.viterbi("ab", {"": -1.0, "a": -1.0}), "every piece must be a non-empty"),
+        (lambda: unigram.viterbi("ab", {"a": "x", "b": -1.0}), "scores['a'] must be a number"),
+        (lambda: unigram.viterbi("ab", {"a": -1.0}, max_length=-1),
+         "max_length must be None or an int >= 1; got -1"),
+        (lambda: unigram.viterbi("ab", {"a": -1.0}, max_length=0),
+         "max_length must be None or an int >= 1; got 0"),
+    ],
+)  # fmt: skip
+def test_bad_vocabularies_and_counts_are_refused_by_name(call, words):
+    """Before: a math domain error, an empty max(), a misleading "no segmentation", NaN scores
+    silently never chosen, and negative counts with a positive log-likelihood."""
+    with pytest.raises(ValueError) as err:
+        call()
+    assert words in str(err.value)
+
+
 def test_unknown_characters_follow_sentencepiece_rule():
     scores = {"a": -1.0, "b": -2.0, "ab": -2.5}
     seg = unigram.viterbi("azzb", scores, unk_score=-12.0)

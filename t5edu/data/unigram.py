@@ -52,7 +52,21 @@ def _f32(x: float) -> float:
     return struct.unpack("f", struct.pack("f", x))[0]
 
 
+def _check_scores(scores: Mapping[str, float]) -> None:
+    if not isinstance(scores, Mapping) or not scores:
+        raise ValueError("scores must be a non-empty dict mapping pieces to log-probabilities")
+    for piece, score in scores.items():
+        if not isinstance(piece, str) or not piece:
+            raise ValueError(f"scores: every piece must be a non-empty str; got {piece!r}")
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise ValueError(f"scores[{piece!r}] must be a number; got {score!r}")
+        if not math.isfinite(score):  # NaN is never chosen and +inf wins every path: refuse
+            raise ValueError(f"scores[{piece!r}] must be finite; got {score!r}")
+
+
 def _check(text, scores: Mapping[str, float]) -> None:
+    # O(1): each piece is checked by `max_piece_length`, which a caller segmenting many texts
+    # runs once (passing max_length), instead of once per text
     if not isinstance(text, str):
         raise ValueError(f"text must be a str; got {type(text).__name__}")
     if not isinstance(scores, Mapping) or not scores:
@@ -60,7 +74,13 @@ def _check(text, scores: Mapping[str, float]) -> None:
 
 
 def max_piece_length(scores: Mapping[str, float]) -> int:
-    """The longest piece, in characters: no lattice edge is longer."""
+    """The longest piece, in characters: no lattice edge is longer.
+
+    Raises:
+        ValueError: for empty `scores`, a piece that is not a non-empty str, or a score that is
+            not a finite number.
+    """
+    _check_scores(scores)
     return max(len(p) for p in scores)
 
 
@@ -93,6 +113,10 @@ def viterbi(
             segmentation of `text` exists, naming the first character that cannot be reached.
     """
     _check(text, scores)
+    if max_length is not None and (
+        isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+    ):
+        raise ValueError(f"max_length must be None or an int >= 1; got {max_length!r}")
     n, length = len(text), max_length or max_piece_length(scores)
     add = (lambda a, b: _f32(a + b)) if float32 else (lambda a, b: a + b)
     best: list[float | None] = [0.0] + [None] * n  # best score of text[:i], None: unreachable
@@ -175,8 +199,16 @@ def expected_counts(
     the sum over words of count * log P(word).
 
     Raises:
-        ValueError: if a word has no segmentation into the pieces of `scores`, naming it.
+        ValueError: if `word_counts` is empty or holds a count that is not a finite number > 0,
+            or a word has no segmentation into the pieces of `scores`, naming it.
     """
+    if not isinstance(word_counts, Mapping) or not word_counts:
+        raise ValueError("word_counts must be a non-empty dict mapping words to counts > 0")
+    for word, freq in word_counts.items():
+        if isinstance(freq, bool) or not isinstance(freq, (int, float)) or not freq > 0:
+            raise ValueError(f"word_counts[{word!r}] must be a number > 0; got {freq!r}")
+        if not math.isfinite(freq):
+            raise ValueError(f"word_counts[{word!r}] must be finite; got {freq!r}")
     length = max_piece_length(scores)
     counts, log_likelihood = Counter(), 0.0
     for word, freq in word_counts.items():

@@ -4,11 +4,12 @@ Every module the book builds from scratch lives here in its final form; chapters
 Each section below belongs to one part of the book; add exports under the matching heading.
 """
 
-__version__ = "0.1.0"
+from t5edu._version import __version__
 
 # Foundations: attention and its backends (chapters 1, 9)
 from t5edu.activations import ACTIVATIONS, FEED_FORWARD_PROJ, get_activation
-from t5edu.attention import MultiHeadAttention, scaled_dot_product_attention
+from t5edu.attention import scaled_dot_product_attention
+from t5edu.multi_head_attention import MultiHeadAttention
 from t5edu.backends import BACKENDS, attention, register_backend
 
 # Norms (chapters 3, 5)

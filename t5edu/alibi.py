@@ -14,8 +14,8 @@ import math
 import torch
 from torch import nn
 
-from t5edu.attention import MultiHeadAttention
 from t5edu.backends import attention
+from t5edu.multi_head_attention import MultiHeadAttention
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:

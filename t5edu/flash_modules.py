@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from t5edu.attention import MultiHeadAttention
 from t5edu.flash_attention import BLOCK_K, BLOCK_Q, flash_attention
+from t5edu.multi_head_attention import MultiHeadAttention
 
 KERNELS = ("pytorch", "triton")
 

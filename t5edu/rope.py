@@ -19,8 +19,8 @@ import math
 import torch
 from torch import nn
 
-from t5edu.attention import MultiHeadAttention
 from t5edu.backends import attention
+from t5edu.multi_head_attention import MultiHeadAttention
 
 SCALING_TYPES = ("linear", "ntk")
 

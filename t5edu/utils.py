@@ -9,6 +9,7 @@ import random
 import numpy as np
 import torch
 
+from t5edu._version import __version__
 from t5edu.device import get_device
 
 
@@ -21,8 +22,6 @@ def seed_everything(seed: int = 0) -> None:
 
 def setup(seed: int = 0, verbose: bool = True) -> torch.device:
     """A chapter's first call: seed everything, print versions and device, return the device."""
-    import t5edu
-
     seed_everything(seed)
     device = get_device()
     if verbose:
@@ -30,7 +29,7 @@ def setup(seed: int = 0, verbose: bool = True) -> torch.device:
         name = torch.cuda.get_device_name() if device.type == "cuda" else names[device.type]
         threads = torch.get_num_threads()
         print(
-            f"t5edu {t5edu.__version__} | torch {torch.__version__} | device {device} ({name}, "
+            f"t5edu {__version__} | torch {torch.__version__} | device {device} ({name}, "
             f"{threads} threads) | seed {seed}"
         )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

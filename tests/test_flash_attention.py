@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import t5edu
-from t5edu.attention import MultiHeadAttention, scaled_dot_product_attention
+from t5edu.attention import scaled_dot_product_attention
 from t5edu.flash_attention import flash_attention
 from t5edu.memory_efficient import memory_efficient_attention
+from t5edu.multi_head_attention import MultiHeadAttention
 
 ATOL = 1e-5
 

@@ -10,6 +10,8 @@ import subprocess
 
 import torch
 
+from t5edu._version import __version__
+
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma", "neon", "asimd")
 
 
@@ -64,8 +66,6 @@ def load_average() -> list[float] | None:
 
 def machine_record(device: torch.device | str = "cpu") -> dict:
     """Everything needed to interpret a figure later: CPU, cores, GPU, library versions, date."""
-    import t5edu
-
     device = torch.device(device)
     cpu = _cpuinfo()
     try:
@@ -89,7 +89,7 @@ def machine_record(device: torch.device | str = "cpu") -> dict:
         "torch": torch.__version__,
         "transformers": None,
         "triton": None,
-        "t5edu": t5edu.__version__,
+        "t5edu": __version__,
         "git_commit": _git_commit(),
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "load_average": load_average(),

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from t5edu.attention import MultiHeadAttention, scaled_dot_product_attention, visible_keys
+from t5edu.attention import scaled_dot_product_attention, visible_keys
 from t5edu.exercises._core import Exercise, randn, register, seeded
+from t5edu.multi_head_attention import MultiHeadAttention
 
 # --- ch01.score_memory: bytes of one sequence's score matrix (exercise 2) ---------------------
 

@@ -391,3 +391,14 @@ def test_a_value_exercise_given_a_function_says_it_wants_the_value(capsys):
 def test_an_answer_with_other_parameter_names_is_told_the_keywords(capsys):
     assert check("ch01.causal_mask", lambda a, b: None) is False
     assert "the checker calls your function by keyword: q_len, k_len" in capsys.readouterr().out
+
+
+def test_long_values_in_a_verdict_are_cut_and_tensors_shown_by_shape():
+    from t5edu.exercises._core import describe
+
+    msg = ex.compare(1.5, list(range(1000)), 1e-5, 0.0)
+    assert msg.startswith("expected a number near 1.5, got list [0, 1, 2") and len(msg) < 150
+    msg = ex.compare(3, [torch.zeros(2, 3)] * 10, 1e-5, 0.0)
+    assert msg == "expected 3, got [tensor(2, 3), tensor(2, 3), tensor(2, 3), tensor(2, 3), ...]"
+    text = describe({"grads": [torch.zeros(3, 4), torch.zeros(2)], "k": 3})
+    assert text == "grads=[tensor(3, 4), tensor(2,)], k=3"

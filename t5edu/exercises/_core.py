@@ -108,15 +108,29 @@ def _clone(obj):
     return obj
 
 
+def _short(val, limit: int = 80) -> str:
+    """A tensor by shape (and dtype unless float32), lists and tuples element by element, the
+    rest by repr, cut at `limit` characters so a failure stays one readable line."""
+    if isinstance(val, torch.Tensor):
+        dtype = "" if val.dtype == torch.float32 else " " + str(val.dtype)[len("torch.") :]
+        return f"tensor{tuple(val.shape)}{dtype}"
+    if isinstance(val, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in val):
+        inner = ", ".join(_short(v, limit) for v in val[:4]) + (", ..." if len(val) > 4 else "")
+        text = f"[{inner}]" if isinstance(val, list) else f"({inner})"
+    else:
+        text = repr(val)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
 def describe(inputs: dict) -> str:
-    """`q (2, 4, 5, 16), causal=True`: tensors by shape, the rest by value."""
+    """`q (2, 4, 5, 16), causal=True`: tensors by shape, the rest by value (long ones cut)."""
     parts = []
     for name, val in inputs.items():
         if isinstance(val, torch.Tensor):
             dtype = "" if val.dtype == torch.float32 else " " + str(val.dtype)[len("torch.") :]
             parts.append(f"{name} {tuple(val.shape)}{dtype}")
         else:
-            parts.append(f"{name}={val!r}")
+            parts.append(f"{name}={_short(val)}")
     return ", ".join(parts) if parts else "your value"
 
 
@@ -155,13 +169,12 @@ def compare(want, got, atol: float, rtol: float, name: str = "") -> str | None:
         if isinstance(got, float) and not isinstance(want, bool) and got == int(got):
             got = int(got)
         if type(got) is not type(want) or got != want:
-            return f"{_pre(name)}expected {want!r}, got {got!r}"
+            return f"{_pre(name)}expected {want!r}, got {_short(got)}"
         return None
     if isinstance(want, float):
         if isinstance(got, bool) or not isinstance(got, (int, float)):
-            return (
-                f"{_pre(name)}expected a number near {_fmt(want)}, got {type(got).__name__} {got!r}"
-            )
+            kind = type(got).__name__
+            return f"{_pre(name)}expected a number near {_fmt(want)}, got {kind} {_short(got)}"
         diff = abs(got - want)
         tol = atol + rtol * abs(want)
         if not diff <= tol:  # catches NaN too
@@ -170,7 +183,7 @@ def compare(want, got, atol: float, rtol: float, name: str = "") -> str | None:
                 f"exceeds the tolerance {tol:.3g}"
             )
         return None
-    return None if got == want else f"{_pre(name)}expected {want!r}, got {got!r}"
+    return None if got == want else f"{_pre(name)}expected {_short(want)}, got {_short(got)}"
 
 
 def _compare_tensor(want: torch.Tensor, got, atol: float, rtol: float, name: str) -> str | None:

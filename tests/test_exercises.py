@@ -240,7 +240,23 @@ WRONG = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("exercise_id", "answer", "words"), WRONG, ids=[w[0] for w in WRONG])
+def _wrong_answers_of_the_chapter_files() -> list[tuple]:
+    """The WRONG lists of the chapters' own `test_exercises_chNN.py` files."""
+    found = []
+    for path in sorted(Path(__file__).parent.glob("test_exercises_ch*.py")):
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        found += module.WRONG
+    return found
+
+
+ALL_WRONG = WRONG + _wrong_answers_of_the_chapter_files()
+
+
+@pytest.mark.parametrize(
+    ("exercise_id", "answer", "words"), ALL_WRONG, ids=[w[0] for w in ALL_WRONG]
+)
 def test_wrong_answer_is_caught_and_named(exercise_id, answer, words, capsys):
     assert check(exercise_id, answer) is False
     out = capsys.readouterr().out
@@ -249,19 +265,8 @@ def test_wrong_answer_is_caught_and_named(exercise_id, answer, words, capsys):
     assert ("cases fail; task:" in out) or (REGISTRY[exercise_id].value and ": wrong; task:" in out)
 
 
-def _wrong_answers_of_every_test_file() -> set[str]:
-    """Ids with a wrong answer tested here or in a chapter's own `test_exercises_chNN.py`."""
-    ids = {w[0] for w in WRONG}
-    for path in sorted(Path(__file__).parent.glob("test_exercises_ch*.py")):
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        ids |= {w[0] for w in module.WRONG}
-    return ids
-
-
 def test_every_exercise_has_a_wrong_answer_tested():
-    assert _wrong_answers_of_every_test_file() == set(IDS)
+    assert {w[0] for w in ALL_WRONG} == set(IDS)
 
 
 def test_a_verdict_names_the_case_the_difference_and_the_tolerance(capsys):

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from gloo_group import free_port, join
 
 from t5edu.config import T5Config
 from t5edu.data import collate
 from t5edu.t5_model import T5ForConditionalGeneration
-from t5edu.train import TrainConfig, Trainer, init_distributed, wrap_model
+from t5edu.train import TrainConfig, Trainer, wrap_model
 from t5edu.train.distributed import DistInfo, cleanup
 from t5edu.train.toy import decode_ids, reverse_task
 
@@ -68,12 +68,7 @@ def _worker(
     optimizer: str,
     backend: str,
 ) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-        WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-    )  # fmt: skip
-    torch.set_num_threads(1)
-    info = init_distributed("cpu")
+    info = join(rank, world, port)
     try:
         t = run(strategy, micro, out_dir, info, optimizer, backend)
         if rank == 0:
@@ -87,12 +82,6 @@ def _worker(
                 json.dump(result, f)
     finally:
         cleanup()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +115,7 @@ def samples(t: Trainer) -> list[str]:
     ],
 )
 def test_two_processes_equal_one(strategy, micro, optimizer, backend, singles, tmp_path):
-    args = (2, _free_port(), strategy, micro, str(tmp_path), optimizer, backend)
+    args = (2, free_port(), strategy, micro, str(tmp_path), optimizer, backend)
     mp.spawn(_worker, args=args, nprocs=2, join=True)
     result = json.loads((tmp_path / "result.json").read_text())
     one, one_val = singles(optimizer, backend)

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
+from gloo_group import free_port, join
 from torch import nn
 
 from t5edu.config import T5Config
 from t5edu.exercises import REGISTRY
 from t5edu.presets import num_parameters
-from t5edu.train.distributed import cleanup, init_distributed
+from t5edu.train.distributed import cleanup
 
 
 def _xxl_gib(bytes_per_parameter, n_gpus=8):
@@ -88,12 +88,7 @@ SHARD_SHAPES = [(5,), (3, 7), (1, 4), (10, 3, 2), (7, 5)]
 def _shard_worker(rank: int, world: int, port: int, out: str) -> None:
     from torch.distributed.fsdp import fully_shard
 
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-        WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-    )  # fmt: skip
-    torch.set_num_threads(1)
-    init_distributed("cpu")
+    join(rank, world, port)
     try:
         module = nn.ParameterList([nn.Parameter(torch.zeros(s)) for s in SHARD_SHAPES])
         fully_shard(module)
@@ -103,15 +98,9 @@ def _shard_worker(rank: int, world: int, port: int, out: str) -> None:
         cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_fsdp_shard_reference_is_what_fully_shard_holds(tmp_path):
     world = 3  # more ranks than rows in two of the shapes: empty shards
-    mp.spawn(_shard_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_shard_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
     held = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     want = REGISTRY["ch13.fsdp_shard"].expected({"shapes": SHARD_SHAPES, "world_size": world})
     assert [sum(h) for h in held] == want

@@ -8,14 +8,14 @@ and with the simulation's byte counts; chapter 13's demo must give DDP's gradien
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from gloo_group import free_port, join, rank_environment
 
-from t5edu.train.distributed import cleanup, init_distributed
+from t5edu.train.distributed import cleanup
 from t5edu.train.ring_allreduce import (
     ring_all_reduce_,
     ring_chunk_bounds,
@@ -84,23 +84,8 @@ def test_errors_name_the_problem():
         ring_all_reduce_(torch.zeros(4, 4).T)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _join(rank: int, world: int, port: int) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-        WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-    )  # fmt: skip
-    torch.set_num_threads(1)
-    init_distributed("cpu")
-
-
 def _ring_worker(rank: int, world: int, port: int, out: str) -> None:
-    _join(rank, world, port)
+    join(rank, world, port)
     try:
         results = {}
         for numel in (10, 2, 0, 7):  # uneven chunks, fewer elements than ranks, none at all
@@ -118,7 +103,7 @@ def _ring_worker(rank: int, world: int, port: int, out: str) -> None:
 
 def test_send_recv_ring_equals_all_reduce_and_the_simulation(tmp_path):
     world = 3
-    mp.spawn(_ring_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_ring_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     for key in ranks[0]:
         inputs = [ranks[r][key][0] for r in range(world)]
@@ -136,17 +121,14 @@ def test_send_recv_ring_equals_all_reduce_and_the_simulation(tmp_path):
 def _demo_worker(rank: int, world: int, port: int, out: str) -> None:
     from t5edu.train import grad_sync_demo
 
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-        WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-    )  # fmt: skip
+    rank_environment(rank, world, port)
     grad_sync_demo.main([out])
 
 
 def test_demo_gradients_equal_ddp_and_the_full_batch(tmp_path):
     from t5edu.train.grad_sync_demo import flat_grad, make_batch, make_model
 
-    mp.spawn(_demo_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_demo_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert not torch.allclose(r0["local"], r1["local"])  # the halves' gradients differ
     for key in ("ring", "all_reduce", "ddp"):

@@ -11,6 +11,7 @@ import subprocess
 import torch
 
 from t5edu._version import __version__
+from t5edu.device import device_memory_bytes
 
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma", "neon", "asimd")
 
@@ -31,13 +32,6 @@ def _cpuinfo() -> dict:
         have = set(m.group(2).split())
         info["flags"] = [f for f in _CPU_FLAGS if f in have]
     return info
-
-
-def _total_memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _git_commit() -> str | None:
@@ -79,7 +73,7 @@ def machine_record(device: torch.device | str = "cpu") -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_usable": usable,
         "torch_threads": torch.get_num_threads(),
-        "memory_bytes": _total_memory_bytes(),
+        "memory_bytes": device_memory_bytes(torch.device("cpu")),
         "gpu_name": None,
         "gpu_memory_bytes": None,
         "gpu_count": 0,

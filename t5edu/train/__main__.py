@@ -34,7 +34,6 @@ from t5edu.train.cli_args import HelpFormatter, Parser, at_least
 from t5edu.train.distributed import STRATEGIES, barrier, cleanup, init_distributed
 from t5edu.train.optim import OPTIMIZERS
 from t5edu.train.run_dir import (
-    LOCK_FILE,
     RunDirBusy,
     RunExists,
     check_fresh_run,
@@ -446,7 +445,6 @@ def main(argv: list[str] | None = None) -> int:
     info = init_distributed(None if args.device == "auto" else args.device)
     # Process 0 writes the run directory and holds its lock until it exits (or is killed).
     lock = run_dir_lock(args.out_dir) if info.is_main else contextlib.nullcontext()
-    created = info.is_main and not Path(args.out_dir).exists()  # by the lock, just below
     try:
         # the lock before the checkpoints: a busy run that has not saved yet is reported busy
         with lock:
@@ -460,18 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(parser, args, info, cfg)
     except (RunDirBusy, RunExists) as e:  # one line, no traceback
         parser.exit(2, f"{parser.prog}: error: {e}\n")
-    except SystemExit as e:
-        if e.code == 2 and created:  # a usage error leaves nothing behind, not even the lock
-            _remove_if_only_lock(Path(args.out_dir))
-        raise
     finally:
         cleanup()
-
-
-def _remove_if_only_lock(out_dir: Path) -> None:
-    if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}:
-        (out_dir / LOCK_FILE).unlink(missing_ok=True)
-        out_dir.rmdir()
 
 
 def _run(parser, args, info, cfg) -> int:

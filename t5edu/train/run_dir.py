@@ -35,12 +35,15 @@ def run_dir_lock(path: str | os.PathLike):
     """Hold the exclusive lock of run directory `path` (created if missing) for the block.
 
     Re-entrant within one process (the CLI takes it first, then the trainer and each save take
-    it again). Raises `RunDirBusy` naming the directory and the holder's pid.
+    it again). A directory the lock created is removed again on release when nothing but the
+    lock file was written to it (a usage error found under the lock leaves no folder behind).
+    Raises `RunDirBusy` naming the directory and the holder's pid.
     """
     path = Path(path).resolve()
     if path in _held:
         yield path
         return
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -59,6 +62,9 @@ def run_dir_lock(path: str | os.PathLike):
         yield path
     finally:
         del _held[path]
+        if created and {p.name for p in path.iterdir()} == {LOCK_FILE}:
+            (path / LOCK_FILE).unlink()  # while still held: a trainer asking now is refused
+            path.rmdir()
         os.close(fd)  # closing the descriptor releases the lock
 
 

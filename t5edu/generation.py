@@ -46,15 +46,17 @@ class _Decoder:
         # T5's bias depends on key - query only: an (H, 2c - 1) vector covers every position
         # below c, and a cached step's row is a slice of it (see `bias_rows`).
         self.by_distance: torch.Tensor | None = None
+        # How the decoder's layers take their bias cannot change during a generation: once.
+        self.rpb = model.decoder.relative_attention_bias  # None with ALiBi or RoPE
+        self.reads_bias_table = model.decoder.reads_bias_table
 
     def self_attention_bias(self, t: int, n: int) -> torch.Tensor | RelativeBiasTable | None:
         """The `(1, H, n - t, n)` bias of queries t..n-1 over keys 0..n-1 (None with RoPE);
         with every decoder layer on `t5_flash`, the bias table itself with offset t."""
-        decoder = self.model.decoder
-        rpb = decoder.relative_attention_bias
+        rpb = self.rpb
         if rpb is None:  # ALiBi computes just these rows (bottom-right aligned); RoPE: None
-            return decoder.position_bias(n - t, n, t)
-        if decoder.reads_bias_table:  # no bias rows at all: gathered per tile from the table
+            return self.model.decoder.position_bias(n - t, n, t)
+        if self.reads_bias_table:  # no bias rows at all: gathered per tile from the table
             return RelativeBiasTable(rpb, t)
         covered = 0 if self.by_distance is None else (self.by_distance.shape[1] + 1) // 2
         if n > covered:
